@@ -1,0 +1,223 @@
+//! The two append-only records: the per-environment event log and the hash-chained audit trail.
+//!
+//! Both are appended inside the caller's transaction, so a change and its record commit together.
+//! Numbering takes a row lock (`UPDATE … RETURNING`) on the environment's counter or the chain
+//! head, which on PostgreSQL also makes commit order equal number order within an environment:
+//! a reader paging by number never skips an event that commits later with a smaller number.
+
+use portcullis_core::Timestamp;
+use portcullis_core::audit::{AuditRecord, ChainHead, GENESIS, NewAudit, Outcome};
+use portcullis_core::event::{Event, NewEvent};
+use portcullis_core::ids::{EnvId, EventId, OrgId};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Conn, Result, Store, StoreError};
+
+/// Appends an event to `env`'s log and returns it with its number.
+pub async fn append_event(
+    conn: &mut Conn,
+    env: &EnvId,
+    now: Timestamp,
+    e: NewEvent,
+) -> Result<Event> {
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE environments SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq",
+    )
+    .bind(env.as_str())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("environment {env}")))?;
+    sqlx::query(
+        "INSERT INTO events (env_id, seq, id, type, org_id, data, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(env.as_str())
+    .bind(seq)
+    .bind(e.id.as_str())
+    .bind(e.kind.as_str())
+    .bind(e.org_id.as_ref().map(|o| o.as_str().to_owned()))
+    .bind(e.data.to_string())
+    .bind(now.millis())
+    .execute(&mut *conn)
+    .await?;
+    Ok(Event {
+        id: e.id,
+        env_id: env.clone(),
+        seq,
+        event: e.kind.as_str().to_owned(),
+        organization_id: e.org_id,
+        data: e.data,
+        created_at: now,
+    })
+}
+
+/// Links a new record into `chain` and returns it.
+pub async fn append_audit(
+    conn: &mut Conn,
+    chain: &str,
+    now: Timestamp,
+    a: NewAudit,
+) -> Result<AuditRecord> {
+    sqlx::query("INSERT INTO audit_heads (chain, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (chain) DO NOTHING")
+        .bind(chain)
+        .bind(GENESIS)
+        .execute(&mut *conn)
+        .await?;
+    let row =
+        sqlx::query("UPDATE audit_heads SET seq = seq + 1 WHERE chain = $1 RETURNING seq, hash")
+            .bind(chain)
+            .fetch_one(&mut *conn)
+            .await?;
+    let mut rec = AuditRecord {
+        chain: chain.to_owned(),
+        seq: row.try_get("seq")?,
+        at: now,
+        actor: a.actor,
+        action: a.action,
+        target: a.target,
+        outcome: a.outcome,
+        detail: a.detail.to_string(),
+        prev_hash: row.try_get("hash")?,
+        hash: String::new(),
+    };
+    rec.hash = portcullis_crypto::sha256_hex(&rec.canonical_bytes());
+    sqlx::query(
+        "INSERT INTO audit_records (chain, seq, at, actor, action, target, outcome, detail, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&rec.chain)
+    .bind(rec.seq)
+    .bind(rec.at.millis())
+    .bind(&rec.actor)
+    .bind(&rec.action)
+    .bind(&rec.target)
+    .bind(rec.outcome.as_str())
+    .bind(&rec.detail)
+    .bind(&rec.prev_hash)
+    .bind(&rec.hash)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE audit_heads SET hash = $2 WHERE chain = $1")
+        .bind(chain)
+        .bind(&rec.hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(rec)
+}
+
+/// One page of an environment's events.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    pub has_more: bool,
+}
+
+fn event_from_row(r: &AnyRow) -> Result<Event> {
+    let data: String = r.try_get("data")?;
+    Ok(Event {
+        id: EventId::from_stored(r.try_get("id")?),
+        env_id: EnvId::from_stored(r.try_get("env_id")?),
+        seq: r.try_get("seq")?,
+        event: r.try_get("type")?,
+        organization_id: r
+            .try_get::<Option<String>, _>("org_id")?
+            .map(OrgId::from_stored),
+        data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created_at: Timestamp(r.try_get("created_at")?),
+    })
+}
+
+fn audit_from_row(r: &AnyRow) -> Result<AuditRecord> {
+    let outcome: String = r.try_get("outcome")?;
+    Ok(AuditRecord {
+        chain: r.try_get("chain")?,
+        seq: r.try_get("seq")?,
+        at: Timestamp(r.try_get("at")?),
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        // An unknown outcome is kept verifiable: it fails the hash check instead of the decode.
+        outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failure),
+        detail: r.try_get("detail")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+impl Store {
+    /// Events of `env` numbered after `after_seq`, oldest first, at most `limit`.
+    pub async fn list_events(&self, env: &EnvId, after_seq: i64, limit: u32) -> Result<EventPage> {
+        let rows = sqlx::query(
+            "SELECT env_id, seq, id, type, org_id, data, created_at FROM events \
+             WHERE env_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(env.as_str())
+        .bind(after_seq)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(self.reader())
+        .await?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let has_more = events.len() > limit as usize;
+        events.truncate(limit as usize);
+        Ok(EventPage { events, has_more })
+    }
+
+    /// Appends a record outside of any other change (e.g. a refused action).
+    pub async fn record_audit(
+        &self,
+        chain: &str,
+        now: Timestamp,
+        a: NewAudit,
+    ) -> Result<AuditRecord> {
+        let mut tx = self.begin().await?;
+        let rec = append_audit(&mut tx, chain, now, a).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    /// Every record of `chain` in number order.
+    pub async fn audit_records(
+        &self,
+        chain: &str,
+        after_seq: i64,
+        limit: Option<u32>,
+    ) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT chain, seq, at, actor, action, target, outcome, detail, prev_hash, hash \
+             FROM audit_records WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(chain)
+        .bind(after_seq)
+        .bind(limit.map_or(i64::MAX, i64::from))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    pub async fn audit_head(&self, chain: &str) -> Result<Option<ChainHead>> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_heads WHERE chain = $1")
+            .bind(chain)
+            .fetch_optional(self.reader())
+            .await?;
+        row.map(|r| {
+            Ok(ChainHead {
+                seq: r.try_get("seq")?,
+                hash: r.try_get("hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every chain that has a head or a record.
+    pub async fn audit_chains(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT chain FROM audit_heads UNION SELECT DISTINCT chain FROM audit_records ORDER BY 1",
+        )
+        .fetch_all(self.reader())
+        .await?)
+    }
+}

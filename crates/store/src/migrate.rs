@@ -1,0 +1,79 @@
+//! Migrations, embedded in the binary: one set per backend, applied at start and by
+//! `portcullis migrate`. On PostgreSQL sqlx's migrator takes an advisory lock, so several nodes
+//! starting at once apply each migration exactly once.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use crate::{Backend, Result, Store, StoreError};
+
+const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/sqlite/0001_foundation.sql"),
+)];
+const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/postgres/0001_foundation.sql"),
+)];
+
+fn migrator(backend: Backend) -> Migrator {
+    let set = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    let migrations: Vec<Migration> = set
+        .iter()
+        .map(|(v, d, sql)| {
+            Migration::new(
+                *v,
+                Cow::Borrowed(*d),
+                MigrationType::Simple,
+                sqlx::SqlStr::from_static(sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+        table_name: Cow::Borrowed("_sqlx_migrations"),
+        create_schemas: Cow::Borrowed(&[]),
+    }
+}
+
+impl Store {
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.write.acquire().await?;
+        migrator(self.backend)
+            .run(&mut *conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    /// The latest migration version compiled into this binary.
+    pub fn latest_migration(&self) -> i64 {
+        migrator(self.backend)
+            .migrations
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether the database has every migration this binary knows (for `/readyz`).
+    pub async fn migrations_current(&self) -> Result<bool> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_optional(self.reader())
+                .await
+                .ok()
+                .flatten();
+        Ok(applied == Some(self.latest_migration()))
+    }
+}
