@@ -1,1 +1,127 @@
-//! placeholder
+//! The Portcullis HTTP server: admin API, per-environment endpoints, health and metrics.
+//!
+//! Handlers extract input, call one store or domain function with `now` read once from the
+//! [`Clock`], and map the result; errors become HTTP only in [`error`].
+
+pub mod admin;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+mod extract;
+mod health;
+pub mod keys;
+mod public;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use portcullis_core::{Clock, Timestamp};
+use portcullis_store::Store;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use bootstrap::{Bootstrap, BootstrapError, BootstrapReport};
+pub use config::Config;
+pub use keys::KeyRing;
+
+/// What every handler shares.
+pub struct AppInner {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub keys: KeyRing,
+    pub public_url: String,
+    pub key_policy_defaults: portcullis_core::model::KeyPolicy,
+    pub max_body_bytes: usize,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+#[derive(Clone)]
+pub struct App(pub Arc<AppInner>);
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl App {
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+/// The full router.
+pub fn router(app: App) -> Router {
+    let limit = app.max_body_bytes;
+    Router::new()
+        .merge(health::routes())
+        .merge(public::routes())
+        .nest("/admin/v1", admin::routes())
+        .fallback(extract::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(track_request))
+        .layer(CatchPanicLayer::custom(|_| {
+            // Defence in depth: no handler panics by design (clippy denies unwrap/expect/panic).
+            error::ApiError::internal("panic", "a handler panicked").into_response_owned()
+        }))
+        .with_state(app)
+}
+
+impl error::ApiError {
+    fn into_response_owned(self) -> Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}
+
+/// Request count and latency by route template and status, for `/metrics`.
+async fn track_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("portcullis_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("portcullis_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Runs the key scheduler: every `interval`, rotate keys past their lifetime. Ends with `stop`.
+pub async fn run_key_scheduler(
+    app: App,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match app.keys.rotate_due(app.now()).await {
+            Ok(rotated) if !rotated.is_empty() => {
+                tracing::info!(?rotated, "rotated signing keys past their lifetime")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "key scheduler pass failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

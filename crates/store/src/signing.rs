@@ -22,7 +22,7 @@ pub struct NewSigningKey {
 }
 
 /// Re-seals one key: (key ID, environment ID, sealed bytes) to new sealed bytes.
-pub type Reseal = dyn Fn(&str, &str, &[u8]) -> std::result::Result<Vec<u8>, String> + Sync;
+pub type Reseal<'a> = dyn Fn(&str, &str, &[u8]) -> std::result::Result<Vec<u8>, String> + Sync + 'a;
 
 #[derive(Debug, Clone)]
 pub struct StoredSigningKey {
@@ -176,7 +176,7 @@ impl Store {
         &self,
         actor: &str,
         now: Timestamp,
-        reseal: &Reseal,
+        reseal: &Reseal<'_>,
         check: (&str, &str),
         new_fingerprint: &str,
     ) -> Result<usize> {

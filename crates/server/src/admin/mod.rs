@@ -1,0 +1,65 @@
+//! The admin API under `/admin/v1`: JSON in and out, bearer admin key, OpenAPI at
+//! `/admin/v1/openapi.json` generated from these handlers.
+
+mod api_keys;
+pub(crate) mod envs;
+mod logs;
+mod openapi;
+mod orgs;
+mod signing;
+pub mod views;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::App;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/openapi.json", get(openapi::openapi_get))
+        .route(
+            "/environments",
+            get(envs::environments_list).post(envs::environment_create),
+        )
+        .route(
+            "/environments/{env}",
+            get(envs::environment_get).patch(envs::environment_update),
+        )
+        .route(
+            "/environments/{env}/organizations",
+            get(orgs::organizations_list).post(orgs::organization_create),
+        )
+        .route(
+            "/environments/{env}/organizations/{org}",
+            get(orgs::organization_get)
+                .patch(orgs::organization_update)
+                .delete(orgs::organization_delete),
+        )
+        .route(
+            "/environments/{env}/api-keys",
+            get(api_keys::env_api_keys_list).post(api_keys::env_api_key_create),
+        )
+        .route(
+            "/api-keys",
+            get(api_keys::api_keys_list).post(api_keys::global_api_key_create),
+        )
+        .route(
+            "/api-keys/{key}",
+            get(api_keys::api_key_get).delete(api_keys::api_key_revoke),
+        )
+        .route("/environments/{env}/keys", get(signing::signing_keys_list))
+        .route(
+            "/environments/{env}/keys/rotate",
+            post(signing::signing_keys_rotate),
+        )
+        .route("/environments/{env}/events", get(logs::events_list))
+        .route("/environments/{env}/audit", get(logs::env_audit_list))
+        .route(
+            "/environments/{env}/audit/verify",
+            get(logs::env_audit_verify),
+        )
+        .route("/audit", get(logs::global_audit_list))
+        .route("/audit/verify", get(logs::global_audit_verify))
+}
+
+pub(crate) use envs::create_environment;

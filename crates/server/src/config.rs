@@ -1,0 +1,256 @@
+//! Server configuration: embedded commented defaults < TOML file < `PORTCULLIS_*` environment
+//! variables < command-line flags. Unknown keys are refused by name at every layer, and a value of
+//! the wrong type names the key and the layer it came from.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The commented defaults, embedded in the binary and printed by `portcullis config defaults`.
+pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+
+/// Environment variables that belong to the admin client or to bootstrap, not to this file.
+const CLIENT_VARS: &[&str] = &[
+    "PORTCULLIS_URL",
+    "PORTCULLIS_ADMIN_KEY",
+    "PORTCULLIS_CONFIG",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub max_connections: u32,
+    pub master_key_file: String,
+    pub bootstrap_admin_key: String,
+    pub bootstrap_admin_key_file: String,
+    pub demo: bool,
+    pub log_format: String,
+    pub log_level: String,
+    pub key_check_interval_seconds: u64,
+    pub key_lifetime_days: i64,
+    pub key_grace_days: i64,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Builds the configuration from its layers. `file` is the TOML text of `--config` (with its
+    /// path for messages), `env` the process environment, `flags` the `(key, value)` pairs given
+    /// on the command line.
+    pub fn load(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[(&str, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = DEFAULTS
+            .parse()
+            .map_err(|e| ConfigError(format!("embedded defaults: {e}")))?;
+        let known = table.clone();
+        if let Some((path, text)) = file {
+            let overlay: toml::Table = text
+                .parse()
+                .map_err(|e| ConfigError(format!("{path}: {e}")))?;
+            for (k, v) in overlay {
+                let expected = known.get(&k).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{path}: unknown key `{k}` (known: {})",
+                        key_list(&known)
+                    ))
+                })?;
+                if expected.type_str() != v.type_str() {
+                    return Err(ConfigError(format!(
+                        "{path}: `{k}` must be a {}, found a {}",
+                        expected.type_str(),
+                        v.type_str()
+                    )));
+                }
+                table.insert(k, v);
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("PORTCULLIS_") else {
+                continue;
+            };
+            if CLIENT_VARS.contains(&name.as_str()) {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            set_from_text(
+                &mut table,
+                &known,
+                &key,
+                &value,
+                &format!("environment variable {name}"),
+            )?;
+        }
+        for (key, value) in flags {
+            set_from_text(
+                &mut table,
+                &known,
+                key,
+                value,
+                &format!("flag --{}", key.replace('_', "-")),
+            )?;
+        }
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.message().to_owned()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.listen.parse::<std::net::SocketAddr>().map_err(|_| {
+            ConfigError(format!(
+                "`listen` must be an address like 127.0.0.1:8080, not {:?}",
+                self.listen
+            ))
+        })?;
+        portcullis_core::validate::base_url(&self.public_url)
+            .map_err(|e| ConfigError(format!("`public_url`: {e}")))?;
+        if !matches!(self.log_format.as_str(), "human" | "json") {
+            return Err(ConfigError(format!(
+                "`log_format` must be \"human\" or \"json\", not {:?}",
+                self.log_format
+            )));
+        }
+        if self.key_lifetime_days < 1 || self.key_grace_days < 0 {
+            return Err(ConfigError(
+                "`key_lifetime_days` must be at least 1 and `key_grace_days` at least 0".into(),
+            ));
+        }
+        if self.key_check_interval_seconds == 0
+            || self.max_connections == 0
+            || self.max_body_bytes < 1024
+        {
+            return Err(ConfigError(
+                "`key_check_interval_seconds` and `max_connections` must be positive, `max_body_bytes` at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect: the configured one, or SQLite in the data directory.
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("portcullis.db").display()
+            )
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        if self.master_key_file.is_empty() {
+            self.data_dir.join("master.key")
+        } else {
+            PathBuf::from(&self.master_key_file)
+        }
+    }
+}
+
+fn key_list(t: &toml::Table) -> String {
+    t.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// Sets `key` from a text value, typed after the embedded default of the same key.
+fn set_from_text(
+    table: &mut toml::Table,
+    known: &toml::Table,
+    key: &str,
+    text: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    let expected = known.get(key).ok_or_else(|| {
+        ConfigError(format!(
+            "{origin}: unknown key `{key}` (known: {})",
+            key_list(known)
+        ))
+    })?;
+    let value = match expected {
+        toml::Value::Integer(_) => text
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| {
+                ConfigError(format!(
+                    "{origin}: `{key}` must be an integer, not {text:?}"
+                ))
+            })?,
+        toml::Value::Boolean(_) => match text.trim() {
+            "true" | "1" | "yes" => toml::Value::Boolean(true),
+            "false" | "0" | "no" | "" => toml::Value::Boolean(false),
+            _ => {
+                return Err(ConfigError(format!(
+                    "{origin}: `{key}` must be true or false, not {text:?}"
+                )));
+            }
+        },
+        _ => toml::Value::String(text.to_owned()),
+    };
+    table.insert(key.to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let file = "listen = \"127.0.0.1:9000\"\ndemo = true\nlog_level = \"debug\"";
+        let c = Config::load(
+            Some(("p.toml", file)),
+            env(&[
+                ("PORTCULLIS_LISTEN", "127.0.0.1:9001"),
+                ("PORTCULLIS_ADMIN_KEY", "x"),
+                ("HOME", "/"),
+            ]),
+            &[("listen", "127.0.0.1:9002".into())],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9002", "flag beats env beats file");
+        assert!(c.demo, "file beats defaults");
+        assert_eq!(c.log_level, "debug");
+        let c = Config::load(
+            Some(("p.toml", file)),
+            env(&[("PORTCULLIS_LISTEN", "127.0.0.1:9001")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::load(Some(("p.toml", "listne = \"x\"")), env(&[]), &[]).unwrap_err();
+        assert!(
+            e.0.contains("unknown key `listne`") && e.0.contains("p.toml"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("PORTCULLIS_LISTNE", "x")]), &[]).unwrap_err();
+        assert!(e.0.contains("PORTCULLIS_LISTNE"), "{e}");
+        let e = Config::load(None, env(&[("PORTCULLIS_DEMO", "maybe")]), &[]).unwrap_err();
+        assert!(e.0.contains("`demo` must be true or false"), "{e}");
+        let e = Config::load(Some(("p.toml", "demo = \"yes\"")), env(&[]), &[]).unwrap_err();
+        assert!(e.0.contains("`demo` must be a boolean"), "{e}");
+        let e = Config::load(None, env(&[]), &[("listen", "nowhere".into())]).unwrap_err();
+        assert!(e.0.contains("`listen`"), "{e}");
+    }
+}

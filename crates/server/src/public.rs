@@ -1,0 +1,36 @@
+//! Per-environment public endpoints under the issuer path `/e/{env}`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::App;
+use crate::error::{ApiError, ApiResult};
+
+pub fn routes() -> Router<App> {
+    Router::new().route("/e/{env}/jwks.json", get(jwks_get))
+}
+
+/// The environment's published keys: `next`, `active`, and `retired` within grace (RFC 7517).
+async fn jwks_get(State(app): State<App>, Path(env): Path<String>) -> ApiResult<impl IntoResponse> {
+    let now = app.now();
+    let env = app
+        .store
+        .find_environment(&env)
+        .await
+        .map_err(|_| ApiError::not_found("environment"))?;
+    let jwks = app
+        .keys
+        .jwks(&env, now)
+        .await
+        .map_err(|e| ApiError::internal("jwks", e))?;
+    Ok((
+        [
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+        ],
+        jwks.to_string(),
+    ))
+}
