@@ -121,10 +121,10 @@ fn print_welcome(config: &Config, report: &portcullis_server::BootstrapReport) {
         println!("    {}", secret.expose());
         println!();
     }
-    if let Some(slug) = &report.demo_environment {
-        println!("  Demo environment \"{slug}\" is ready:");
-        println!("    issuer      {url}/e/{slug}");
-        println!("    JWKS        {url}/e/{slug}/jwks.json");
+    if let Some(text) = &report.demo_environment {
+        println!();
+        print!("{text}");
+        println!();
     }
     println!("  Next steps (in another terminal):");
     println!("    export PORTCULLIS_URL={url}");
@@ -133,7 +133,7 @@ fn print_welcome(config: &Config, report: &portcullis_server::BootstrapReport) {
         config.data_dir.display()
     );
     println!("    portcullis env list");
-    println!("    portcullis org create --env demo --name \"Example Corp\" --domain example.com");
+    println!("    portcullis org create --env demo --name \"Acme\" --domain acme.test");
     println!(
         "  Health {url}/readyz   metrics {url}/metrics   admin API {url}/admin/v1/openapi.json"
     );

@@ -20,6 +20,28 @@ pub enum EventType {
     OrganizationDeleted,
     #[serde(rename = "signing_key.rotated")]
     SigningKeyRotated,
+    #[serde(rename = "client.created")]
+    ClientCreated,
+    #[serde(rename = "client.updated")]
+    ClientUpdated,
+    #[serde(rename = "client.deleted")]
+    ClientDeleted,
+    #[serde(rename = "client.secret_rotated")]
+    ClientSecretRotated,
+    #[serde(rename = "user.created")]
+    UserCreated,
+    #[serde(rename = "user.updated")]
+    UserUpdated,
+    #[serde(rename = "authentication.password_succeeded")]
+    PasswordSucceeded,
+    #[serde(rename = "authentication.password_failed")]
+    PasswordFailed,
+    #[serde(rename = "token.exchanged")]
+    TokenExchanged,
+    #[serde(rename = "token.refresh_reuse_detected")]
+    RefreshReuseDetected,
+    #[serde(rename = "token.code_reuse_detected")]
+    CodeReuseDetected,
 }
 
 impl EventType {
@@ -30,6 +52,17 @@ impl EventType {
         Self::OrganizationUpdated,
         Self::OrganizationDeleted,
         Self::SigningKeyRotated,
+        Self::ClientCreated,
+        Self::ClientUpdated,
+        Self::ClientDeleted,
+        Self::ClientSecretRotated,
+        Self::UserCreated,
+        Self::UserUpdated,
+        Self::PasswordSucceeded,
+        Self::PasswordFailed,
+        Self::TokenExchanged,
+        Self::RefreshReuseDetected,
+        Self::CodeReuseDetected,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -39,6 +72,17 @@ impl EventType {
             Self::OrganizationUpdated => "organization.updated",
             Self::OrganizationDeleted => "organization.deleted",
             Self::SigningKeyRotated => "signing_key.rotated",
+            Self::ClientCreated => "client.created",
+            Self::ClientUpdated => "client.updated",
+            Self::ClientDeleted => "client.deleted",
+            Self::ClientSecretRotated => "client.secret_rotated",
+            Self::UserCreated => "user.created",
+            Self::UserUpdated => "user.updated",
+            Self::PasswordSucceeded => "authentication.password_succeeded",
+            Self::PasswordFailed => "authentication.password_failed",
+            Self::TokenExchanged => "token.exchanged",
+            Self::RefreshReuseDetected => "token.refresh_reuse_detected",
+            Self::CodeReuseDetected => "token.code_reuse_detected",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

@@ -105,6 +105,14 @@ prefixed_id!(/// A signing key; also its JWK `kid`.
     SigningKeyId, "sk");
 prefixed_id!(/// An event in an environment's log.
     EventId, "evt");
+prefixed_id!(/// An OAuth client.
+    ClientId, "client");
+prefixed_id!(/// A local (password) user.
+    UserId, "user");
+prefixed_id!(/// A pending authorization request.
+    AuthRequestId, "authreq");
+prefixed_id!(/// A refresh-token family (one sign-in's grant to one client).
+    FamilyId, "grant");
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod event;
 pub mod ids;
 pub mod model;
+pub mod oauth;
 pub mod secret;
 pub mod validate;
 

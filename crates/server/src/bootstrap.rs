@@ -216,10 +216,16 @@ impl Bootstrap {
             },
             max_body_bytes: config.max_body_bytes,
             metrics: metrics_handle(),
+            passwords: portcullis_oidc::password::Passwords::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
+            account_limiter: portcullis_oidc::ratelimit::Limiter::new(5, 300),
+            address_limiter: portcullis_oidc::ratelimit::Limiter::new(30, 300),
+            env_cache: std::sync::RwLock::new(std::collections::HashMap::new()),
         }));
         first_admin_key(&app, config, &mut report).await?;
         if config.demo {
-            report.demo_environment = Some(demo_environment(&app).await?);
+            report.demo_environment = Some(demo_environment(&app, &config.data_dir).await?);
         }
         Ok((app, report))
     }
@@ -292,11 +298,17 @@ async fn first_admin_key(
     Ok(())
 }
 
-/// Ensures the `demo` environment exists; returns its slug.
-async fn demo_environment(app: &App) -> Result<String, BootstrapError> {
+/// Ensures the `demo` environment exists, with an organization, a local user, a public client
+/// that signs in through the hosted login, and a service client; returns the text that tells a
+/// newcomer what to do (kept in `{data_dir}/demo.txt`, mode 0600, and printed at every start).
+async fn demo_environment(app: &App, data_dir: &Path) -> Result<String, BootstrapError> {
     const SLUG: &str = "demo";
+    let notes = data_dir.join("demo.txt");
     match app.store.find_environment(SLUG).await {
-        Ok(_) => return Ok(SLUG.into()),
+        Ok(_) => {
+            return Ok(std::fs::read_to_string(&notes)
+                .unwrap_or_else(|_| format!("The demo environment exists; its credentials were in {}.", notes.display())));
+        }
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(BootstrapError::Demo(e.to_string())),
     }
@@ -309,8 +321,83 @@ async fn demo_environment(app: &App) -> Result<String, BootstrapError> {
         key_lifetime_days: None,
         key_grace_days: None,
     };
-    crate::admin::create_environment(app, "bootstrap", req)
+    let demo = |e: String| BootstrapError::Demo(e);
+    let env = crate::admin::create_environment(app, "bootstrap", req).await.map_err(|e| demo(e.message))?;
+    let env_id = portcullis_core::ids::EnvId::from_stored(env.id.clone());
+    let now = app.now();
+    let org = app
+        .store
+        .create_organization("bootstrap", now, &env_id, portcullis_store::NewOrganization {
+            id: app.store.new_id(now),
+            name: "Example Corp".into(),
+            domains: vec!["example.com".into()],
+        })
         .await
-        .map_err(|e| BootstrapError::Demo(e.message))?;
-    Ok(SLUG.into())
+        .map_err(|e| demo(e.to_string()))?;
+    let password = generate_secret(&SystemRandom, "").expose().chars().take(20).collect::<String>();
+    let hash = app.passwords.hash(&password).await.map_err(demo)?;
+    let user = portcullis_core::oauth::User {
+        id: app.store.new_id(now),
+        env_id: env_id.clone(),
+        org_id: org.id.clone(),
+        email: "demo@example.com".into(),
+        first_name: Some("Demo".into()),
+        last_name: Some("User".into()),
+        disabled_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    app.store.create_user("bootstrap", now, user, &hash).await.map_err(|e| demo(e.to_string()))?;
+    let issuer = env.issuer.clone();
+    let base = |name: &str, kind, method, grants: Vec<portcullis_core::oauth::GrantType>| portcullis_core::oauth::Client {
+        id: app.store.new_id(now),
+        env_id: env_id.clone(),
+        name: name.into(),
+        kind,
+        auth_method: method,
+        redirect_uris: vec![],
+        post_logout_redirect_uris: vec![],
+        grant_types: grants,
+        scopes: vec!["openid".into(), "email".into(), "profile".into(), "offline_access".into()],
+        jwks: None,
+        exchange: portcullis_core::oauth::ExchangePolicy::default(),
+        lifetimes: portcullis_core::oauth::TokenLifetimes::default(),
+        secret_digest: None,
+        secret_created_at: None,
+        previous_secret_digest: None,
+        previous_secret_expires_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    use portcullis_core::oauth::{AuthMethod, ClientKind, GrantType};
+    let mut app_client = base("Demo app", ClientKind::Public, AuthMethod::None, vec![GrantType::AuthorizationCode, GrantType::RefreshToken]);
+    app_client.redirect_uris = vec![format!("{issuer}/demo-callback")];
+    app_client.post_logout_redirect_uris = vec![format!("{issuer}/demo-callback")];
+    let app_client = app.store.create_client("bootstrap", now, app_client).await.map_err(|e| demo(e.to_string()))?;
+    let secret = generate_secret(&SystemRandom, "pcsec_");
+    let mut service = base("Demo service", ClientKind::Confidential, AuthMethod::ClientSecretBasic, vec![GrantType::ClientCredentials]);
+    service.scopes = vec!["reports:read".into()];
+    service.secret_digest = Some(secret_digest(&secret));
+    service.secret_created_at = Some(now);
+    let service = app.store.create_client("bootstrap", now, service).await.map_err(|e| demo(e.to_string()))?;
+    let verifier = generate_secret(&SystemRandom, "demo-verifier-").expose().to_owned();
+    let challenge = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, portcullis_crypto::secrets::sha256(verifier.as_bytes()));
+    let enc = portcullis_oidc::authorize::encode;
+    let redirect = format!("{issuer}/demo-callback");
+    let text = format!(
+        "Demo environment \"demo\" (issuer {issuer}):\n\
+         \x20 Sign in:  open {issuer}/oauth2/authorize?response_type=code&client_id={cid}&redirect_uri={r}&scope=openid%20email%20profile&state=demo&code_challenge={challenge}&code_challenge_method=S256\n\
+         \x20           as demo@example.com with password {password}\n\
+         \x20 Then redeem the code shown (within 2 minutes):\n\
+         \x20   curl -s {issuer}/oauth2/token -d grant_type=authorization_code -d client_id={cid} -d redirect_uri={r} -d code_verifier={verifier} -d code=CODE\n\
+         \x20 Machine token:\n\
+         \x20   curl -s -u {sid}:{secret} {issuer}/oauth2/token -d grant_type=client_credentials\n\
+         \x20 Discovery {issuer}/.well-known/openid-configuration\n",
+        cid = app_client.id,
+        r = enc(&redirect),
+        sid = service.id,
+        secret = secret.expose(),
+    );
+    write_secret_file(&notes, &text).map_err(|e| demo(format!("cannot write {}: {e}", notes.display())))?;
+    Ok(text)
 }

@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 mod health;
 pub mod keys;
+pub mod oauth;
 mod public;
 
 use std::sync::Arc;
@@ -36,6 +37,13 @@ pub struct AppInner {
     pub key_policy_defaults: portcullis_core::model::KeyPolicy,
     pub max_body_bytes: usize,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Argon2id hashing and verification, bounded to the number of cores.
+    pub passwords: portcullis_oidc::password::Passwords,
+    /// Failed sign-ins per account (`env|email`) and per client address.
+    pub account_limiter: portcullis_oidc::ratelimit::Limiter,
+    pub address_limiter: portcullis_oidc::ratelimit::Limiter,
+    /// Environments by slug, for the per-request lookups of the protocol endpoints.
+    pub env_cache: std::sync::RwLock<std::collections::HashMap<String, (portcullis_core::model::Environment, Timestamp)>>,
 }
 
 #[derive(Clone)]
@@ -48,9 +56,34 @@ impl std::ops::Deref for App {
     }
 }
 
+/// How long a cached environment is trusted: changes made on another node show within this time.
+const ENV_CACHE_MS: i64 = 5_000;
+
 impl App {
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The environment with this slug (or ID), from a short-lived cache.
+    pub async fn environment_cached(&self, slug: &str, now: Timestamp) -> Result<portcullis_core::model::Environment, portcullis_store::StoreError> {
+        if let Some((env, at)) = self.env_cache.read().ok().and_then(|c| c.get(slug).cloned()) {
+            if now.millis() - at.millis() < ENV_CACHE_MS && now >= at {
+                return Ok(env);
+            }
+        }
+        let well_formed = portcullis_core::validate::slug(slug).is_ok()
+            || <portcullis_core::ids::EnvId as portcullis_core::ids::PrefixedId>::parse(slug).is_some();
+        if !well_formed {
+            return Err(portcullis_store::StoreError::NotFound(format!("environment {slug}")));
+        }
+        let env = self.store.find_environment(slug).await?;
+        if let Ok(mut c) = self.env_cache.write() {
+            if c.len() > 10_000 {
+                c.clear();
+            }
+            c.insert(slug.to_owned(), (env.clone(), now));
+        }
+        Ok(env)
     }
 }
 
@@ -60,6 +93,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(public::routes())
+        .merge(oauth::routes())
         .nest("/admin/v1", admin::routes())
         .fallback(extract::not_found)
         .layer(DefaultBodyLimit::max(limit))

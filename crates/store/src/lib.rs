@@ -12,11 +12,14 @@
 //! together or not at all.
 
 mod api_keys;
+mod clients;
 mod envs;
+mod grants;
 mod log;
 mod migrate;
 mod orgs;
 mod signing;
+mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,10 +28,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use api_keys::NewApiKey;
+pub use clients::{client_json, parse_grants};
 pub use envs::NewEnvironment;
+pub use grants::{Family, Redeem, SessionRow};
 pub use log::EventPage;
 pub use orgs::{NewOrganization, OrganizationPatch};
 pub use signing::{NewSigningKey, Reseal, StoredSigningKey};
+pub use users::{UserPatch, user_json};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 pub type Conn = sqlx::AnyConnection;

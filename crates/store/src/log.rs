@@ -221,3 +221,38 @@ impl Store {
         .await?)
     }
 }
+
+impl Store {
+    /// Appends an event (if any) and an audit record about something that changed no other row
+    /// (a sign-in, a refused token request, a detected reuse), in one transaction.
+    pub async fn record(
+        &self,
+        env: &EnvId,
+        now: Timestamp,
+        kind: Option<(
+            portcullis_core::event::EventType,
+            Option<OrgId>,
+            serde_json::Value,
+        )>,
+        audit: NewAudit,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        if let Some((kind, org_id, data)) = kind {
+            append_event(
+                &mut tx,
+                env,
+                now,
+                NewEvent {
+                    id: self.new_id(now),
+                    kind,
+                    org_id,
+                    data,
+                },
+            )
+            .await?;
+        }
+        append_audit(&mut tx, env.as_str(), now, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

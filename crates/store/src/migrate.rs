@@ -8,16 +8,30 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::{Backend, Result, Store, StoreError};
 
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/sqlite/0001_foundation.sql"),
-)];
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/postgres/0001_foundation.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/sqlite/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "oauth",
+        include_str!("../migrations/sqlite/0002_oauth.sql"),
+    ),
+];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/postgres/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "oauth",
+        include_str!("../migrations/postgres/0002_oauth.sql"),
+    ),
+];
 
 fn migrator(backend: Backend) -> Migrator {
     let set = match backend {
