@@ -42,6 +42,10 @@ pub enum EventType {
     RefreshReuseDetected,
     #[serde(rename = "token.code_reuse_detected")]
     CodeReuseDetected,
+    #[serde(rename = "egress_policy.updated")]
+    EgressPolicyUpdated,
+    #[serde(rename = "egress.denied")]
+    EgressDenied,
 }
 
 impl EventType {
@@ -63,6 +67,8 @@ impl EventType {
         Self::TokenExchanged,
         Self::RefreshReuseDetected,
         Self::CodeReuseDetected,
+        Self::EgressPolicyUpdated,
+        Self::EgressDenied,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +89,8 @@ impl EventType {
             Self::TokenExchanged => "token.exchanged",
             Self::RefreshReuseDetected => "token.refresh_reuse_detected",
             Self::CodeReuseDetected => "token.code_reuse_detected",
+            Self::EgressPolicyUpdated => "egress_policy.updated",
+            Self::EgressDenied => "egress.denied",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

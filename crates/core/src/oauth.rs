@@ -33,9 +33,14 @@ impl AuthMethod {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::ClientSecretBasic, Self::ClientSecretPost, Self::PrivateKeyJwt, Self::None]
-            .into_iter()
-            .find(|m| m.as_str() == s)
+        [
+            Self::ClientSecretBasic,
+            Self::ClientSecretPost,
+            Self::PrivateKeyJwt,
+            Self::None,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
     }
 }
 
@@ -52,8 +57,12 @@ pub enum GrantType {
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 4] =
-        [Self::AuthorizationCode, Self::RefreshToken, Self::ClientCredentials, Self::TokenExchange];
+    pub const ALL: [GrantType; 4] = [
+        Self::AuthorizationCode,
+        Self::RefreshToken,
+        Self::ClientCredentials,
+        Self::TokenExchange,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AuthorizationCode => "authorization_code",
@@ -80,7 +89,12 @@ pub struct TokenLifetimes {
 
 impl Default for TokenLifetimes {
     fn default() -> Self {
-        Self { access_token: 900, id_token: 3600, refresh_idle: 14 * 86_400, refresh_absolute: 90 * 86_400 }
+        Self {
+            access_token: 900,
+            id_token: 3600,
+            refresh_idle: 14 * 86_400,
+            refresh_absolute: 90 * 86_400,
+        }
     }
 }
 
@@ -160,17 +174,29 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
     if uri.contains('*') {
         return Err(format!("redirect URI {uri:?}: wildcards are not allowed"));
     }
-    let (scheme, rest) = uri.split_once("://").ok_or_else(|| format!("redirect URI {uri:?} is not absolute"))?;
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| format!("redirect URI {uri:?} is not absolute"))?;
     let host_port = rest.split(['/', '?']).next().unwrap_or_default();
     if host_port.is_empty() || host_port.contains('@') {
         return Err(format!("redirect URI {uri:?} has no host or has userinfo"));
     }
-    let host = host_port.rsplit_once(':').map_or(host_port, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host_port });
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host_port
+        }
+    });
     match scheme {
         "https" => Ok(()),
         "http" if matches!(host, "127.0.0.1" | "[::1]" | "localhost") => Ok(()),
-        "http" => Err(format!("redirect URI {uri:?}: http is allowed only for loopback (127.0.0.1, [::1], localhost)")),
-        _ => Err(format!("redirect URI {uri:?} must use https (or http on loopback)")),
+        "http" => Err(format!(
+            "redirect URI {uri:?}: http is allowed only for loopback (127.0.0.1, [::1], localhost)"
+        )),
+        _ => Err(format!(
+            "redirect URI {uri:?} must use https (or http on loopback)"
+        )),
     }
 }
 
@@ -180,10 +206,23 @@ mod tests {
 
     #[test]
     fn redirect_uris() {
-        for ok in ["https://app.example.com/cb", "http://127.0.0.1:8080/cb", "http://localhost/cb", "http://[::1]:9/cb"] {
+        for ok in [
+            "https://app.example.com/cb",
+            "http://127.0.0.1:8080/cb",
+            "http://localhost/cb",
+            "http://[::1]:9/cb",
+        ] {
             assert!(validate_redirect_uri(ok).is_ok(), "{ok}");
         }
-        for bad in ["http://app.example.com/cb", "https://*.example.com/cb", "https://x/cb#f", "ftp://x/", "cb", "https://u@x/", "http://127.0.0.1.evil.com/cb"] {
+        for bad in [
+            "http://app.example.com/cb",
+            "https://*.example.com/cb",
+            "https://x/cb#f",
+            "ftp://x/",
+            "cb",
+            "https://u@x/",
+            "http://127.0.0.1.evil.com/cb",
+        ] {
             assert!(validate_redirect_uri(bad).is_err(), "{bad}");
         }
     }

@@ -188,8 +188,12 @@ pub fn verify_compact(jwk: &serde_json::Value, token: &str) -> Option<serde_json
 pub fn jwk_alg(jwk: &serde_json::Value) -> Option<&'static str> {
     let s = |k: &str| jwk.get(k).and_then(|v| v.as_str());
     match (s("alg"), s("kty"), s("crv")) {
-        (Some("ES256"), Some("EC"), Some("P-256")) | (None, Some("EC"), Some("P-256")) => Some("ES256"),
-        (Some("EdDSA"), Some("OKP"), Some("Ed25519")) | (None, Some("OKP"), Some("Ed25519")) => Some("EdDSA"),
+        (Some("ES256"), Some("EC"), Some("P-256")) | (None, Some("EC"), Some("P-256")) => {
+            Some("ES256")
+        }
+        (Some("EdDSA"), Some("OKP"), Some("Ed25519")) | (None, Some("OKP"), Some("Ed25519")) => {
+            Some("EdDSA")
+        }
         (Some("RS256"), Some("RSA"), _) | (None, Some("RSA"), _) => Some("RS256"),
         _ => None,
     }
@@ -197,19 +201,27 @@ pub fn jwk_alg(jwk: &serde_json::Value) -> Option<&'static str> {
 
 /// Verifies a compact JWS with `jwk` and returns its header and payload. The header's `alg` must
 /// equal the key's algorithm: `none`, HMAC, or any algorithm the key was not made for is refused.
-pub fn verify_with_key(jwk: &serde_json::Value, token: &str) -> Option<(serde_json::Value, serde_json::Value)> {
+pub fn verify_with_key(
+    jwk: &serde_json::Value,
+    token: &str,
+) -> Option<(serde_json::Value, serde_json::Value)> {
     let mut parts = token.split('.');
     let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || token.len() > 16_384 {
         return None;
     }
-    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
     let alg = jwk_alg(jwk)?;
     if header.get("alg")?.as_str()? != alg || header.get("crit").is_some() {
         return None;
     }
     let sig = URL_SAFE_NO_PAD.decode(s).ok()?;
-    let d = |k: &str| jwk.get(k).and_then(|v| v.as_str()).and_then(|v| URL_SAFE_NO_PAD.decode(v).ok());
+    let d = |k: &str| {
+        jwk.get(k)
+            .and_then(|v| v.as_str())
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+    };
     let msg = format!("{h}.{p}");
     let ok = match alg {
         "ES256" => {
@@ -223,9 +235,12 @@ pub fn verify_with_key(jwk: &serde_json::Value, token: &str) -> Option<(serde_js
         "EdDSA" => signature::UnparsedPublicKey::new(&signature::ED25519, d("x")?)
             .verify(msg.as_bytes(), &sig)
             .is_ok(),
-        "RS256" => signature::RsaPublicKeyComponents { n: d("n")?, e: d("e")? }
-            .verify(&signature::RSA_PKCS1_2048_8192_SHA256, msg.as_bytes(), &sig)
-            .is_ok(),
+        "RS256" => signature::RsaPublicKeyComponents {
+            n: d("n")?,
+            e: d("e")?,
+        }
+        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, msg.as_bytes(), &sig)
+        .is_ok(),
         _ => false,
     };
     if !ok {

@@ -31,7 +31,9 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 pub fn sha512(data: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, data).as_ref().to_vec()
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, data)
+        .as_ref()
+        .to_vec()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

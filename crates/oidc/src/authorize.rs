@@ -35,7 +35,11 @@ pub enum Failure {
     /// Shown to the user; nothing is sent to the client.
     Page(String),
     /// Sent back to the client's redirect URI.
-    Redirect { redirect_uri: String, state: Option<String>, error: OAuthError },
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: OAuthError,
+    },
 }
 
 impl From<OAuthError> for Failure {
@@ -46,12 +50,17 @@ impl From<OAuthError> for Failure {
 
 fn valid_pkce_challenge(c: &str) -> bool {
     // RFC 7636 §4.2: BASE64URL(SHA256(verifier)) is 43 characters; accept the verifier alphabet.
-    (43..=128).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    (43..=128).contains(&c.len())
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
 /// Validates the query parameters of an authorization request. `params` are in request order;
 /// a parameter given twice is an error (RFC 6749 §3.1).
-pub async fn validate(ctx: &Ctx<'_>, params: &[(String, String)]) -> Result<(Client, Request), Failure> {
+pub async fn validate(
+    ctx: &Ctx<'_>,
+    params: &[(String, String)],
+) -> Result<(Client, Request), Failure> {
     let mut seen = std::collections::HashSet::new();
     let mut dup = None;
     for (k, _) in params {
@@ -59,11 +68,22 @@ pub async fn validate(ctx: &Ctx<'_>, params: &[(String, String)]) -> Result<(Cli
             dup = Some(k.clone());
         }
     }
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
 
     // Stage 1: the client and its redirect URI. Errors here never leave this page.
-    let client_id = get("client_id").ok_or_else(|| Failure::Page("the request has no client_id".into()))?;
-    let unknown = || Failure::Page(format!("no client {client_id:?} is registered in this environment"));
+    let client_id =
+        get("client_id").ok_or_else(|| Failure::Page("the request has no client_id".into()))?;
+    let unknown = || {
+        Failure::Page(format!(
+            "no client {client_id:?} is registered in this environment"
+        ))
+    };
     let cid = ClientId::parse(&client_id).ok_or_else(unknown)?;
     let client = match ctx.store.get_client(&ctx.env.id, &cid).await {
         Ok(c) => c,
@@ -72,13 +92,26 @@ pub async fn validate(ctx: &Ctx<'_>, params: &[(String, String)]) -> Result<(Cli
     };
     let redirect_uri = match get("redirect_uri") {
         // Exact string comparison (OAuth 2.1 §2.3.1): no wildcards, no prefix, no normalisation.
-        Some(r) if client.redirect_uris.iter().any(|u| *u == r) => r,
-        Some(r) => return Err(Failure::Page(format!("the redirect_uri {r:?} is not registered for this client"))),
+        Some(r) if client.redirect_uris.contains(&r) => r,
+        Some(r) => {
+            return Err(Failure::Page(format!(
+                "the redirect_uri {r:?} is not registered for this client"
+            )));
+        }
         None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
-        None => return Err(Failure::Page("the request has no redirect_uri and the client registered several".into())),
+        None => {
+            return Err(Failure::Page(
+                "the request has no redirect_uri and the client registered several".into(),
+            ));
+        }
     };
-    if let Some(k) = dup.as_ref().filter(|k| *k == "client_id" || *k == "redirect_uri") {
-        return Err(Failure::Page(format!("the parameter {k} is given more than once")));
+    if let Some(k) = dup
+        .as_ref()
+        .filter(|k| *k == "client_id" || *k == "redirect_uri")
+    {
+        return Err(Failure::Page(format!(
+            "the parameter {k} is given more than once"
+        )));
     }
 
     // Stage 2: everything else goes back to the client.
@@ -89,67 +122,122 @@ pub async fn validate(ctx: &Ctx<'_>, params: &[(String, String)]) -> Result<(Cli
         error: OAuthError::new(code, d),
     };
     if let Some(k) = dup {
-        return Err(fail(ErrorCode::InvalidRequest, format!("the parameter {k} is given more than once")));
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            format!("the parameter {k} is given more than once"),
+        ));
     }
     if get("request").is_some() || get("request_uri").is_some() {
-        return Err(fail(ErrorCode::InvalidRequest, "request objects are not supported".into()));
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            "request objects are not supported".into(),
+        ));
     }
     match get("response_type").as_deref() {
         Some("code") => {}
-        None => return Err(fail(ErrorCode::InvalidRequest, "response_type is required".into())),
+        None => {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "response_type is required".into(),
+            ));
+        }
         Some(other) => {
             return Err(fail(
                 ErrorCode::UnsupportedResponseType,
-                format!("response_type {other:?} is not supported: only \"code\" (implicit and hybrid flows are refused)"),
+                format!(
+                    "response_type {other:?} is not supported: only \"code\" (implicit and hybrid flows are refused)"
+                ),
             ));
         }
     }
     if get("response_mode").is_some_and(|m| m != "query") {
-        return Err(fail(ErrorCode::InvalidRequest, "only response_mode=query is supported".into()));
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            "only response_mode=query is supported".into(),
+        ));
     }
     if !client.allows(GrantType::AuthorizationCode) {
-        return Err(fail(ErrorCode::UnauthorizedClient, "this client may not use the authorization code grant".into()));
+        return Err(fail(
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the authorization code grant".into(),
+        ));
     }
     let code_challenge = get("code_challenge");
     match (get("code_challenge_method").as_deref(), &code_challenge) {
         (Some("S256"), Some(c)) if valid_pkce_challenge(c) => {}
-        (Some("S256"), Some(_)) => return Err(fail(ErrorCode::InvalidRequest, "code_challenge is malformed".into())),
-        (Some("plain"), _) => return Err(fail(ErrorCode::InvalidRequest, "PKCE method plain is not allowed; use S256".into())),
-        (Some(m), _) => return Err(fail(ErrorCode::InvalidRequest, format!("unsupported code_challenge_method {m:?}; use S256"))),
+        (Some("S256"), Some(_)) => {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "code_challenge is malformed".into(),
+            ));
+        }
+        (Some("plain"), _) => {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "PKCE method plain is not allowed; use S256".into(),
+            ));
+        }
+        (Some(m), _) => {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                format!("unsupported code_challenge_method {m:?}; use S256"),
+            ));
+        }
         (None, Some(_)) => {
-            return Err(fail(ErrorCode::InvalidRequest, "code_challenge_method is required (S256); plain is not allowed".into()));
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "code_challenge_method is required (S256); plain is not allowed".into(),
+            ));
         }
         (None, None) if client.kind == ClientKind::Public => {
-            return Err(fail(ErrorCode::InvalidRequest, "PKCE (code_challenge with S256) is required for public clients".into()));
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "PKCE (code_challenge with S256) is required for public clients".into(),
+            ));
         }
         (None, None) => {}
     }
     let requested = get("scope").map_or_else(|| client.scopes.clone(), |s| scopes(&s));
     if let Some(bad) = requested.iter().find(|s| !client.scopes.contains(s)) {
-        return Err(fail(ErrorCode::InvalidScope, format!("the scope {bad:?} is not allowed for this client")));
+        return Err(fail(
+            ErrorCode::InvalidScope,
+            format!("the scope {bad:?} is not allowed for this client"),
+        ));
     }
     let prompts = get("prompt").map(|p| scopes(&p)).unwrap_or_default();
-    if let Some(bad) = prompts.iter().find(|p| !matches!(p.as_str(), "none" | "login")) {
-        return Err(fail(ErrorCode::InvalidRequest, format!("prompt {bad:?} is not supported (none, login)")));
+    if let Some(bad) = prompts
+        .iter()
+        .find(|p| !matches!(p.as_str(), "none" | "login"))
+    {
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            format!("prompt {bad:?} is not supported (none, login)"),
+        ));
     }
     let prompt_none = prompts.iter().any(|p| p == "none");
     if prompt_none && prompts.len() > 1 {
-        return Err(fail(ErrorCode::InvalidRequest, "prompt=none cannot be combined with other values".into()));
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            "prompt=none cannot be combined with other values".into(),
+        ));
     }
     let max_age = match get("max_age") {
         None => None,
-        Some(m) => Some(
-            m.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| fail(ErrorCode::InvalidRequest, "max_age must be a non-negative integer".into()))?,
-        ),
+        Some(m) => Some(m.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            fail(
+                ErrorCode::InvalidRequest,
+                "max_age must be a non-negative integer".into(),
+            )
+        })?),
     };
     let too_long = ["state", "nonce", "login_hint", "organization", "connection"]
         .into_iter()
         .find(|k| get(k).is_some_and(|v| v.len() > 1024));
     if let Some(k) = too_long {
-        return Err(fail(ErrorCode::InvalidRequest, format!("{k} is longer than 1024 characters")));
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            format!("{k} is longer than 1024 characters"),
+        ));
     }
     let req = Request {
         client_id: client.id.to_string(),
@@ -169,14 +257,29 @@ pub async fn validate(ctx: &Ctx<'_>, params: &[(String, String)]) -> Result<(Cli
 }
 
 /// Whether an existing session may answer this request without a new sign-in.
-pub fn session_satisfies(req: &Request, auth_time: portcullis_core::Timestamp, user_org: &str, now: portcullis_core::Timestamp) -> bool {
+pub fn session_satisfies(
+    req: &Request,
+    auth_time: portcullis_core::Timestamp,
+    user_org: &str,
+    now: portcullis_core::Timestamp,
+) -> bool {
     !req.prompt_login
-        && req.max_age.is_none_or(|m| now.seconds() - auth_time.seconds() <= m)
+        && req
+            .max_age
+            .is_none_or(|m| now.seconds() - auth_time.seconds() <= m)
         && req.organization.as_deref().is_none_or(|o| o == user_org)
 }
 
 /// Issues an authorization code for a signed-in user; returns the code.
-pub async fn issue_code(ctx: &Ctx<'_>, client: &Client, req: &Request, user_id: &str, org_id: &str, auth_time: portcullis_core::Timestamp, amr: &[String]) -> Result<String, OAuthError> {
+pub async fn issue_code(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    req: &Request,
+    user_id: &str,
+    org_id: &str,
+    auth_time: portcullis_core::Timestamp,
+    amr: &[String],
+) -> Result<String, OAuthError> {
     let mut raw = [0u8; 32];
     portcullis_core::Random::fill(&portcullis_crypto::SystemRandom, &mut raw);
     let code = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
@@ -195,11 +298,13 @@ pub async fn issue_code(ctx: &Ctx<'_>, client: &Client, req: &Request, user_id: 
     ctx.store
         .create_code(
             &ctx.env.id,
-            family.as_str(),
-            &portcullis_crypto::sha256_hex(code.as_bytes()),
-            &grant,
-            ctx.now.plus_seconds(CODE_TTL_S),
-            ctx.now.plus_seconds(client.lifetimes.refresh_absolute),
+            portcullis_store::NewCode {
+                family_id: family.as_str(),
+                code_digest: &portcullis_crypto::sha256_hex(code.as_bytes()),
+                grant: &grant,
+                code_expires_at: ctx.now.plus_seconds(CODE_TTL_S),
+                absolute_expires_at: ctx.now.plus_seconds(client.lifetimes.refresh_absolute),
+            },
             ctx.now,
         )
         .await?;

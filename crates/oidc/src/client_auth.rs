@@ -39,7 +39,9 @@ pub struct Credentials {
 /// Parses an `Authorization` header value of the Basic scheme (RFC 6749 §2.3.1: both parts are
 /// form-urlencoded before base64).
 pub fn parse_basic(header: &str) -> Result<Option<(String, Secret)>, OAuthError> {
-    let Some((scheme, rest)) = header.split_once(' ') else { return Ok(None) };
+    let Some((scheme, rest)) = header.split_once(' ') else {
+        return Ok(None);
+    };
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }
@@ -82,44 +84,81 @@ async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Client, OAuthError> {
 
 fn secret_matches(ctx: &Ctx<'_>, client: &Client, secret: &Secret) -> bool {
     let digest = portcullis_crypto::secret_digest(secret);
-    let current = client.secret_digest.as_deref().is_some_and(|d| constant_time_eq(d.as_bytes(), digest.as_bytes()));
-    let previous = client.previous_secret_digest.as_deref().is_some_and(|d| constant_time_eq(d.as_bytes(), digest.as_bytes()))
-        && client.previous_secret_expires_at.is_some_and(|t| ctx.now < t);
+    let current = client
+        .secret_digest
+        .as_deref()
+        .is_some_and(|d| constant_time_eq(d.as_bytes(), digest.as_bytes()));
+    let previous = client
+        .previous_secret_digest
+        .as_deref()
+        .is_some_and(|d| constant_time_eq(d.as_bytes(), digest.as_bytes()))
+        && client
+            .previous_secret_expires_at
+            .is_some_and(|t| ctx.now < t);
     current || previous
 }
 
 /// Authenticates the client of a request.
 pub async fn authenticate(ctx: &Ctx<'_>, creds: &Credentials) -> Result<Client, OAuthError> {
-    let used = [creds.basic.is_some(), creds.client_secret.is_some(), creds.assertion.is_some()];
+    let used = [
+        creds.basic.is_some(),
+        creds.client_secret.is_some(),
+        creds.assertion.is_some(),
+    ];
     if used.iter().filter(|u| **u).count() > 1 {
-        return Err(OAuthError::request("use exactly one client authentication method"));
+        return Err(OAuthError::request(
+            "use exactly one client authentication method",
+        ));
     }
-    let wrong_method = |c: &Client| OAuthError::client(format!("this client authenticates with {}", c.auth_method.as_str()));
+    let wrong_method = |c: &Client| {
+        OAuthError::client(format!(
+            "this client authenticates with {}",
+            c.auth_method.as_str()
+        ))
+    };
     if let Some((id, secret)) = &creds.basic {
         if creds.client_id.as_ref().is_some_and(|c| c != id) {
-            return Err(OAuthError::request("client_id in the body does not match the Authorization header"));
+            return Err(OAuthError::request(
+                "client_id in the body does not match the Authorization header",
+            ));
         }
         let client = load(ctx, id).await?;
         if client.auth_method != AuthMethod::ClientSecretBasic {
             return Err(wrong_method(&client));
         }
-        return if secret_matches(ctx, &client, secret) { Ok(client) } else { Err(OAuthError::client("client authentication failed")) };
+        return if secret_matches(ctx, &client, secret) {
+            Ok(client)
+        } else {
+            Err(OAuthError::client("client authentication failed"))
+        };
     }
     if let Some(secret) = &creds.client_secret {
-        let id = creds.client_id.as_deref().ok_or_else(|| OAuthError::request("client_secret needs client_id"))?;
+        let id = creds
+            .client_id
+            .as_deref()
+            .ok_or_else(|| OAuthError::request("client_secret needs client_id"))?;
         let client = load(ctx, id).await?;
         if client.auth_method != AuthMethod::ClientSecretPost {
             return Err(wrong_method(&client));
         }
-        return if secret_matches(ctx, &client, secret) { Ok(client) } else { Err(OAuthError::client("client authentication failed")) };
+        return if secret_matches(ctx, &client, secret) {
+            Ok(client)
+        } else {
+            Err(OAuthError::client("client authentication failed"))
+        };
     }
     if let Some(assertion) = &creds.assertion {
         if creds.assertion_type.as_deref() != Some(JWT_BEARER_ASSERTION) {
-            return Err(OAuthError::request(format!("client_assertion_type must be {JWT_BEARER_ASSERTION}")));
+            return Err(OAuthError::request(format!(
+                "client_assertion_type must be {JWT_BEARER_ASSERTION}"
+            )));
         }
         return verify_assertion(ctx, assertion, creds.client_id.as_deref()).await;
     }
-    let id = creds.client_id.as_deref().ok_or_else(|| OAuthError::client("client authentication is required"))?;
+    let id = creds
+        .client_id
+        .as_deref()
+        .ok_or_else(|| OAuthError::client("client authentication is required"))?;
     let client = load(ctx, id).await?;
     if client.auth_method != AuthMethod::None {
         return Err(wrong_method(&client));
@@ -128,45 +167,77 @@ pub async fn authenticate(ctx: &Ctx<'_>, creds: &Credentials) -> Result<Client, 
 }
 
 /// RFC 7523 §3, steps in order.
-async fn verify_assertion(ctx: &Ctx<'_>, assertion: &str, form_client_id: Option<&str>) -> Result<Client, OAuthError> {
+async fn verify_assertion(
+    ctx: &Ctx<'_>,
+    assertion: &str,
+    form_client_id: Option<&str>,
+) -> Result<Client, OAuthError> {
     let fail = |why: &str| OAuthError::client(format!("client assertion refused: {why}"));
     // The subject names the client; read it unverified only to find the keys to verify with.
-    let payload = assertion.split('.').nth(1).ok_or_else(|| fail("not a compact JWS"))?;
+    let payload = assertion
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| fail("not a compact JWS"))?;
     let unverified: Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| fail("the payload is not JSON"))?;
-    let sub = unverified.get("sub").and_then(Value::as_str).ok_or_else(|| fail("no sub"))?.to_owned();
+    let sub = unverified
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail("no sub"))?
+        .to_owned();
     if form_client_id.is_some_and(|c| c != sub) {
         return Err(fail("client_id does not match the assertion's subject"));
     }
     let client = load(ctx, &sub).await?;
     if client.auth_method != AuthMethod::PrivateKeyJwt {
-        return Err(OAuthError::client(format!("this client authenticates with {}", client.auth_method.as_str())));
+        return Err(OAuthError::client(format!(
+            "this client authenticates with {}",
+            client.auth_method.as_str()
+        )));
     }
-    let keys = client.jwks.as_ref().and_then(|j| j.get("keys")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let keys = client
+        .jwks
+        .as_ref()
+        .and_then(|j| j.get("keys"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let claims = keys
         .iter()
         .find_map(|k| portcullis_crypto::jws::verify_with_key(k, assertion).map(|(_, c)| c))
-        .ok_or_else(|| fail("the signature does not verify with any key registered for this client"))?;
+        .ok_or_else(|| {
+            fail("the signature does not verify with any key registered for this client")
+        })?;
     // 1. iss and sub are the client.
-    if claims.get("iss").and_then(Value::as_str) != Some(client.id.as_str()) || claims.get("sub").and_then(Value::as_str) != Some(client.id.as_str()) {
+    if claims.get("iss").and_then(Value::as_str) != Some(client.id.as_str())
+        || claims.get("sub").and_then(Value::as_str) != Some(client.id.as_str())
+    {
         return Err(fail("iss and sub must both be the client ID"));
     }
     // 3. aud identifies this authorization server: the token endpoint URL or the issuer.
     let token_endpoint = ctx.token_endpoint();
-    let names_us = |v: &Value| v.as_str().is_some_and(|a| a == token_endpoint || a == ctx.env.issuer);
+    let names_us = |v: &Value| {
+        v.as_str()
+            .is_some_and(|a| a == token_endpoint || a == ctx.env.issuer)
+    };
     let aud_ok = match claims.get("aud") {
         Some(Value::Array(a)) => a.iter().any(names_us),
         Some(v) => names_us(v),
         None => false,
     };
     if !aud_ok {
-        return Err(fail("aud must be this environment's token endpoint or issuer"));
+        return Err(fail(
+            "aud must be this environment's token endpoint or issuer",
+        ));
     }
     // 4. exp is in the future, and not so far that the jti record would have to live forever.
-    let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| fail("exp is required"))?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| fail("exp is required"))?;
     let now = ctx.now.seconds();
     if exp <= now {
         return Err(fail("it has expired"));
@@ -174,12 +245,24 @@ async fn verify_assertion(ctx: &Ctx<'_>, assertion: &str, form_client_id: Option
     if exp > now + MAX_ASSERTION_LIFETIME_S {
         return Err(fail("exp is more than 10 minutes away"));
     }
-    if claims.get("nbf").and_then(Value::as_i64).is_some_and(|nbf| nbf > now + 60) {
+    if claims
+        .get("nbf")
+        .and_then(Value::as_i64)
+        .is_some_and(|nbf| nbf > now + 60)
+    {
         return Err(fail("it is not valid yet"));
     }
     // 7. jti is single use.
-    let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= 256).ok_or_else(|| fail("jti is required"))?;
-    if !ctx.store.use_assertion_jti(&ctx.env.id, client.id.as_str(), jti, from_seconds(exp)).await? {
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or_else(|| fail("jti is required"))?;
+    if !ctx
+        .store
+        .use_assertion_jti(&ctx.env.id, client.id.as_str(), jti, from_seconds(exp))
+        .await?
+    {
         return Err(fail("its jti was already used (replay)"));
     }
     Ok(client)

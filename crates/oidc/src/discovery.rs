@@ -31,7 +31,24 @@ pub fn metadata(env: &Environment, oidc: bool) -> Value {
         m["end_session_endpoint"] = json!(format!("{i}/logout"));
         m["subject_types_supported"] = json!(["public"]);
         m["id_token_signing_alg_values_supported"] = json!([env.signing_alg.as_str()]);
-        m["claims_supported"] = json!(["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr", "azp", "email", "email_verified", "name", "given_name", "family_name", "org_id"]);
+        m["claims_supported"] = json!([
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "at_hash",
+            "amr",
+            "azp",
+            "email",
+            "email_verified",
+            "name",
+            "given_name",
+            "family_name",
+            "org_id"
+        ]);
         m["prompt_values_supported"] = json!(["none", "login"]);
         m["claims_parameter_supported"] = json!(false);
         m["request_parameter_supported"] = json!(false);

@@ -46,7 +46,10 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into() }
+        Self {
+            code,
+            description: description.into(),
+        }
     }
     pub fn request(d: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, d)
@@ -64,11 +67,17 @@ impl From<portcullis_store::StoreError> for OAuthError {
         match e {
             portcullis_store::StoreError::Unavailable(d) => {
                 tracing::error!(error = %d, "storage unavailable");
-                Self::new(ErrorCode::TemporarilyUnavailable, "the server is temporarily unavailable")
+                Self::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the server is temporarily unavailable",
+                )
             }
             other => {
                 tracing::error!(error = %other, "storage error in the authorization server");
-                Self::new(ErrorCode::ServerError, "the server could not complete the request")
+                Self::new(
+                    ErrorCode::ServerError,
+                    "the server could not complete the request",
+                )
             }
         }
     }

@@ -22,7 +22,11 @@ pub fn profile_claims(user: &User, granted: &[String]) -> Value {
         if let Some(l) = &user.last_name {
             c["family_name"] = json!(l);
         }
-        let name = [user.first_name.as_deref(), user.last_name.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+        let name = [user.first_name.as_deref(), user.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
         if !name.is_empty() {
             c["name"] = json!(name);
         }
@@ -35,9 +39,24 @@ pub fn profile_claims(user: &User, granted: &[String]) -> Value {
 pub async fn introspect(ctx: &Ctx<'_>, client: &Client, token: &str) -> Result<Value, OAuthError> {
     let inactive = json!({ "active": false });
     if token.contains('.') {
-        let Ok(claims) = verify_access_token(ctx, token).await else { return Ok(inactive) };
+        let Ok(claims) = verify_access_token(ctx, token).await else {
+            return Ok(inactive);
+        };
         let mut out = json!({ "active": true, "token_type": "Bearer" });
-        for k in ["scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "org_id", "act", "auth_time"] {
+        for k in [
+            "scope",
+            "client_id",
+            "sub",
+            "aud",
+            "iss",
+            "exp",
+            "iat",
+            "nbf",
+            "jti",
+            "org_id",
+            "act",
+            "auth_time",
+        ] {
             if let Some(v) = claims.get(k) {
                 out[k] = v.clone();
             }
@@ -46,7 +65,11 @@ pub async fn introspect(ctx: &Ctx<'_>, client: &Client, token: &str) -> Result<V
     }
     // A refresh token: only the client it was issued to may learn about it.
     let digest = portcullis_crypto::sha256_hex(token.as_bytes());
-    let Some((family_id, grant, expires_at, rotated)) = ctx.store.refresh_token(&ctx.env.id, &digest).await? else { return Ok(inactive) };
+    let Some((family_id, grant, expires_at, rotated)) =
+        ctx.store.refresh_token(&ctx.env.id, &digest).await?
+    else {
+        return Ok(inactive);
+    };
     let family = ctx.store.family(&ctx.env.id, &family_id).await?;
     let live = !rotated
         && expires_at > ctx.now
@@ -66,17 +89,25 @@ pub async fn revoke(ctx: &Ctx<'_>, client: &Client, token: &str) -> Result<(), O
     if token.contains('.') {
         if let Ok(claims) = verify_access_token(ctx, token).await {
             let mine = claims.get("client_id").and_then(Value::as_str) == Some(client.id.as_str());
-            if let (true, Some(jti), Some(exp)) = (mine, claims.get("jti").and_then(Value::as_str), claims.get("exp").and_then(Value::as_i64)) {
-                ctx.store.revoke_jti(&ctx.env.id, jti, from_seconds(exp)).await?;
+            if let (true, Some(jti), Some(exp)) = (
+                mine,
+                claims.get("jti").and_then(Value::as_str),
+                claims.get("exp").and_then(Value::as_i64),
+            ) {
+                ctx.store
+                    .revoke_jti(&ctx.env.id, jti, from_seconds(exp))
+                    .await?;
             }
         }
         return Ok(());
     }
     let digest = portcullis_crypto::sha256_hex(token.as_bytes());
-    if let Some((family_id, grant, _, _)) = ctx.store.refresh_token(&ctx.env.id, &digest).await? {
-        if grant.client_id == client.id.as_str() {
-            ctx.store.revoke_family(&ctx.env.id, &family_id, "revoked_by_client", ctx.now).await?;
-        }
+    if let Some((family_id, grant, _, _)) = ctx.store.refresh_token(&ctx.env.id, &digest).await?
+        && grant.client_id == client.id.as_str()
+    {
+        ctx.store
+            .revoke_family(&ctx.env.id, &family_id, "revoked_by_client", ctx.now)
+            .await?;
     }
     Ok(())
 }
@@ -86,16 +117,32 @@ pub async fn userinfo(ctx: &Ctx<'_>, access_token: &str) -> Result<Value, OAuthE
     let claims = verify_access_token(ctx, access_token)
         .await
         .map_err(|r: Rejected| OAuthError::new(ErrorCode::InvalidToken, r.describe()))?;
-    let granted = scopes(claims.get("scope").and_then(Value::as_str).unwrap_or_default());
+    let granted = scopes(
+        claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
     if !granted.iter().any(|s| s == "openid") {
-        return Err(OAuthError::new(ErrorCode::InvalidToken, "the access token was not issued with the openid scope"));
+        return Err(OAuthError::new(
+            ErrorCode::InvalidToken,
+            "the access token was not issued with the openid scope",
+        ));
     }
-    let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
-    let uid = UserId::parse(sub).ok_or_else(|| OAuthError::new(ErrorCode::InvalidToken, "the token's subject is not a user"))?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let uid = UserId::parse(sub).ok_or_else(|| {
+        OAuthError::new(ErrorCode::InvalidToken, "the token's subject is not a user")
+    })?;
     let user = match ctx.store.get_user(&ctx.env.id, &uid).await {
         Ok(u) if u.disabled_at.is_none() => u,
         Ok(_) | Err(portcullis_store::StoreError::NotFound(_)) => {
-            return Err(OAuthError::new(ErrorCode::InvalidToken, "the user is no longer active"));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidToken,
+                "the user is no longer active",
+            ));
         }
         Err(e) => return Err(e.into()),
     };

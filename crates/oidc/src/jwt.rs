@@ -36,7 +36,11 @@ fn new_jti() -> String {
 }
 
 /// Signs an access token valid for `ttl` seconds; returns the token and its `jti`.
-pub fn mint_access_token(ctx: &Ctx<'_>, c: &AccessClaims, ttl: i64) -> Result<(String, String), String> {
+pub fn mint_access_token(
+    ctx: &Ctx<'_>,
+    c: &AccessClaims,
+    ttl: i64,
+) -> Result<(String, String), String> {
     let iat = ctx.now.seconds();
     let jti = new_jti();
     let mut claims = json!({
@@ -61,7 +65,10 @@ pub fn mint_access_token(ctx: &Ctx<'_>, c: &AccessClaims, ttl: i64) -> Result<(S
     if let Some(a) = &c.amr {
         claims["amr"] = json!(a);
     }
-    let token = ctx.signer.sign_compact(Some(ACCESS_TOKEN_TYP), &claims).map_err(|e| e.to_string())?;
+    let token = ctx
+        .signer
+        .sign_compact(Some(ACCESS_TOKEN_TYP), &claims)
+        .map_err(|e| e.to_string())?;
     Ok((token, jti))
 }
 
@@ -70,7 +77,9 @@ pub fn mint_access_token(ctx: &Ctx<'_>, c: &AccessClaims, ttl: i64) -> Result<(S
 /// (Ed25519), as OIDC registries specify.
 pub fn at_hash(alg: portcullis_core::model::SigningAlg, access_token: &str) -> String {
     let digest = match alg {
-        portcullis_core::model::SigningAlg::EdDSA => portcullis_crypto::secrets::sha512(access_token.as_bytes()),
+        portcullis_core::model::SigningAlg::EdDSA => {
+            portcullis_crypto::secrets::sha512(access_token.as_bytes())
+        }
         _ => portcullis_crypto::secrets::sha256(access_token.as_bytes()).to_vec(),
     };
     URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
@@ -103,7 +112,9 @@ pub fn mint_id_token(ctx: &Ctx<'_>, i: &IdTokenInput<'_>) -> Result<String, Stri
             c.entry(k.clone()).or_insert(v.clone());
         }
     }
-    ctx.signer.sign_compact(Some("JWT"), &claims).map_err(|e| e.to_string())
+    ctx.signer
+        .sign_compact(Some("JWT"), &claims)
+        .map_err(|e| e.to_string())
 }
 
 /// Why a presented token is not one of ours, or no longer good.
@@ -143,25 +154,49 @@ fn header_of(token: &str) -> Option<Value> {
 /// `at+jwt`, our issuer, not expired, not revoked by `jti` or by grant family.
 pub async fn verify_access_token(ctx: &Ctx<'_>, token: &str) -> Result<Value, Rejected> {
     let header = header_of(token).ok_or(Rejected::Malformed)?;
-    let kid = header.get("kid").and_then(Value::as_str).ok_or(Rejected::UnknownKey)?;
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .ok_or(Rejected::UnknownKey)?;
     let key = ctx
         .keys
         .iter()
-        .find(|k| k.id.as_str() == kid && (k.state != KeyState::Retired || k.is_published(ctx.now, &ctx.env.key_policy)))
+        .find(|k| {
+            k.id.as_str() == kid
+                && (k.state != KeyState::Retired || k.is_published(ctx.now, &ctx.env.key_policy))
+        })
         .ok_or(Rejected::UnknownKey)?;
-    let (header, claims) = portcullis_crypto::jws::verify_with_key(&key.public_jwk, token).ok_or(Rejected::BadSignature)?;
-    if header.get("typ").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() != Some(ACCESS_TOKEN_TYP) {
+    let (header, claims) = portcullis_crypto::jws::verify_with_key(&key.public_jwk, token)
+        .ok_or(Rejected::BadSignature)?;
+    if header
+        .get("typ")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+        != Some(ACCESS_TOKEN_TYP)
+    {
         return Err(Rejected::NotAnAccessToken);
     }
     if claims.get("iss").and_then(Value::as_str) != Some(ctx.env.issuer.as_str()) {
         return Err(Rejected::WrongIssuer);
     }
-    let exp = claims.get("exp").and_then(Value::as_i64).ok_or(Rejected::Malformed)?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or(Rejected::Malformed)?;
     if exp <= ctx.now.seconds() {
         return Err(Rejected::Expired);
     }
-    let jti = claims.get("jti").and_then(Value::as_str).ok_or(Rejected::Malformed)?;
-    if ctx.store.jti_revoked(&ctx.env.id, jti).await.unwrap_or(true) {
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .ok_or(Rejected::Malformed)?;
+    if ctx
+        .store
+        .jti_revoked(&ctx.env.id, jti)
+        .await
+        .unwrap_or(true)
+    {
         return Err(Rejected::Revoked);
     }
     if let Some(gid) = claims.get("gid").and_then(Value::as_str) {

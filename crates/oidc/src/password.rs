@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use portcullis_core::Random;
 
 pub struct Passwords {
@@ -23,11 +23,18 @@ fn hash_blocking(password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
     portcullis_crypto::SystemRandom.fill(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn verify_blocking(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// Password rules: 12 to 1024 characters.
@@ -44,24 +51,32 @@ pub fn check_policy(password: &str) -> Result<(), String> {
 
 impl Passwords {
     pub fn new(concurrency: usize) -> Self {
-        Self { permits: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))) }
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+        }
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, String> {
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
         let p = password.to_owned();
-        tokio::task::spawn_blocking(move || hash_blocking(&p)).await.map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || hash_blocking(&p))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     /// Verifies `password` against `hash`, or against the dummy hash when there is no user.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else { return false };
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
         let p = password.to_owned();
         let (h, real) = match hash {
             Some(h) => (h.to_owned(), true),
             None => (dummy_hash().to_owned(), false),
         };
-        let ok = tokio::task::spawn_blocking(move || verify_blocking(&p, &h)).await.unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || verify_blocking(&p, &h))
+            .await
+            .unwrap_or(false);
         ok && real
     }
 
@@ -82,6 +97,9 @@ mod tests {
         assert!(h.starts_with("$argon2id$"));
         assert!(p.verify("correct horse battery", Some(&h)).await);
         assert!(!p.verify("wrong horse battery", Some(&h)).await);
-        assert!(!p.verify("portcullis-dummy-password", None).await, "no user never verifies");
+        assert!(
+            !p.verify("portcullis-dummy-password", None).await,
+            "no user never verifies"
+        );
     }
 }

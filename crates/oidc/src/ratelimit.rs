@@ -19,12 +19,19 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(max_failures: usize, window_seconds: i64) -> Self {
-        Self { max_failures, window_ms: window_seconds * 1000, cap: 100_000, entries: Mutex::new(HashMap::new()) }
+        Self {
+            max_failures,
+            window_ms: window_seconds * 1000,
+            cap: 100_000,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether `key` may try now.
     pub fn allowed(&self, key: &str, now: Timestamp) -> bool {
-        let Ok(mut m) = self.entries.lock() else { return false };
+        let Ok(mut m) = self.entries.lock() else {
+            return false;
+        };
         let since = now.millis() - self.window_ms;
         match m.get_mut(key) {
             Some(v) => {
@@ -36,7 +43,9 @@ impl Limiter {
     }
 
     pub fn failed(&self, key: &str, now: Timestamp) {
-        let Ok(mut m) = self.entries.lock() else { return };
+        let Ok(mut m) = self.entries.lock() else {
+            return;
+        };
         if m.len() >= self.cap {
             let since = now.millis() - self.window_ms;
             m.retain(|_, v| v.iter().any(|t| *t > since));

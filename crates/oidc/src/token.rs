@@ -19,7 +19,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::client_auth::{Credentials, authenticate};
-use crate::jwt::{AccessClaims, IdTokenInput, mint_access_token, mint_id_token, verify_access_token};
+use crate::jwt::{
+    AccessClaims, IdTokenInput, mint_access_token, mint_id_token, verify_access_token,
+};
 use crate::{Ctx, ErrorCode, OAuthError, scopes};
 
 pub const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -48,10 +50,14 @@ pub struct TokenRequest {
 
 impl TokenRequest {
     fn get(&self, k: &str) -> Option<&str> {
-        self.params.get(k).map(String::as_str).filter(|v| !v.is_empty())
+        self.params
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
     fn require(&self, k: &str) -> Result<&str, OAuthError> {
-        self.get(k).ok_or_else(|| OAuthError::request(format!("{k} is required")))
+        self.get(k)
+            .ok_or_else(|| OAuthError::request(format!("{k} is required")))
     }
 }
 
@@ -67,17 +73,27 @@ fn digest(t: &str) -> String {
 
 fn internal(e: String) -> OAuthError {
     tracing::error!(error = %e, "token signing failed");
-    OAuthError::new(ErrorCode::ServerError, "the server could not sign the token")
+    OAuthError::new(
+        ErrorCode::ServerError,
+        "the server could not sign the token",
+    )
 }
 
 /// Handles a token request after parsing. `refused` audits failures the caller should record.
 pub async fn token(ctx: &Ctx<'_>, req: &TokenRequest) -> Result<TokenResponse, OAuthError> {
     let grant_type = req.require("grant_type")?;
-    let grant = GrantType::parse(grant_type)
-        .ok_or_else(|| OAuthError::new(ErrorCode::UnsupportedGrantType, format!("grant_type {grant_type:?} is not supported")))?;
+    let grant = GrantType::parse(grant_type).ok_or_else(|| {
+        OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!("grant_type {grant_type:?} is not supported"),
+        )
+    })?;
     let client = authenticate(ctx, &req.creds).await?;
     if !client.allows(grant) {
-        return Err(OAuthError::new(ErrorCode::UnauthorizedClient, format!("this client may not use the {} grant", grant.as_str())));
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            format!("this client may not use the {} grant", grant.as_str()),
+        ));
     }
     match grant {
         GrantType::AuthorizationCode => authorization_code(ctx, &client, req).await,
@@ -89,20 +105,33 @@ pub async fn token(ctx: &Ctx<'_>, req: &TokenRequest) -> Result<TokenResponse, O
 
 /// RFC 7636 §4.6: BASE64URL(SHA256(ASCII(code_verifier))) == code_challenge.
 fn pkce_ok(verifier: &str, challenge: &str) -> bool {
-    let valid = (43..=128).contains(&verifier.len()) && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-    valid && URL_SAFE_NO_PAD.encode(portcullis_crypto::secrets::sha256(verifier.as_bytes())) == challenge
+    let valid = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    valid
+        && URL_SAFE_NO_PAD.encode(portcullis_crypto::secrets::sha256(verifier.as_bytes()))
+            == challenge
 }
 
-async fn authorization_code(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> Result<TokenResponse, OAuthError> {
+async fn authorization_code(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    req: &TokenRequest,
+) -> Result<TokenResponse, OAuthError> {
     let code = req.require("code")?;
     let redirect_uri = req.get("redirect_uri");
     let verifier = req.get("code_verifier");
     let code_digest = digest(code);
-    let Some((grant, family_id, expires_at, redeemed)) = ctx.store.peek_code(&ctx.env.id, &code_digest).await? else {
+    let Some((grant, family_id, expires_at, redeemed)) =
+        ctx.store.peek_code(&ctx.env.id, &code_digest).await?
+    else {
         return Err(OAuthError::grant("the authorization code is invalid"));
     };
     if grant.client_id != client.id.as_str() {
-        return Err(OAuthError::grant("the authorization code was issued to another client"));
+        return Err(OAuthError::grant(
+            "the authorization code was issued to another client",
+        ));
     }
     if redeemed {
         return Err(code_reused(ctx, client, &family_id).await);
@@ -112,17 +141,31 @@ async fn authorization_code(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) 
         return Err(OAuthError::grant("the authorization code has expired"));
     }
     if redirect_uri.is_some_and(|r| r != grant.redirect_uri) {
-        return Err(OAuthError::grant("redirect_uri does not match the authorization request"));
+        return Err(OAuthError::grant(
+            "redirect_uri does not match the authorization request",
+        ));
     }
     match (&grant.code_challenge, verifier) {
         (Some(c), Some(v)) if pkce_ok(v, c) => {}
-        (Some(_), Some(_)) => return Err(OAuthError::grant("the code_verifier does not match the code_challenge")),
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::grant(
+                "the code_verifier does not match the code_challenge",
+            ));
+        }
         (Some(_), None) => return Err(OAuthError::grant("code_verifier is required")),
-        (None, Some(_)) => return Err(OAuthError::grant("code_verifier given but the authorization request had no code_challenge")),
+        (None, Some(_)) => {
+            return Err(OAuthError::grant(
+                "code_verifier given but the authorization request had no code_challenge",
+            ));
+        }
         (None, None) => {}
     }
     // The database decides between racing redemptions: exactly one wins.
-    match ctx.store.redeem_code(&ctx.env.id, &code_digest, ctx.now).await? {
+    match ctx
+        .store
+        .redeem_code(&ctx.env.id, &code_digest, ctx.now)
+        .await?
+    {
         Redeem::Ok { .. } => {}
         Redeem::Reused { family_id } => return Err(code_reused(ctx, client, &family_id).await),
         Redeem::NotFound => return Err(OAuthError::grant("the authorization code is invalid")),
@@ -133,30 +176,49 @@ async fn authorization_code(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) 
 /// RFC 6749 §4.1.2: a code used twice revokes the tokens issued from it.
 async fn code_reused(ctx: &Ctx<'_>, client: &Client, family_id: &str) -> OAuthError {
     let detail = json!({ "client_id": client.id, "grant_id": family_id });
-    let revoked = ctx.store.revoke_family(&ctx.env.id, family_id, "code_reused", ctx.now).await;
+    let revoked = ctx
+        .store
+        .revoke_family(&ctx.env.id, family_id, "code_reused", ctx.now)
+        .await;
     let recorded = ctx
         .store
-        .record(&ctx.env.id, ctx.now, Some((EventType::CodeReuseDetected, None, detail.clone())), NewAudit {
-            actor: format!("client:{}", client.id),
-            action: "token.code_reuse_detected".into(),
-            target: family_id.to_owned(),
-            outcome: Outcome::Failure,
-            detail,
-        })
+        .record(
+            &ctx.env.id,
+            ctx.now,
+            Some((EventType::CodeReuseDetected, None, detail.clone())),
+            NewAudit {
+                actor: format!("client:{}", client.id),
+                action: "token.code_reuse_detected".into(),
+                target: family_id.to_owned(),
+                outcome: Outcome::Failure,
+                detail,
+            },
+        )
         .await;
     match revoked.and(recorded) {
-        Ok(_) => OAuthError::grant("the authorization code was already used; the tokens issued from it are revoked"),
+        Ok(_) => OAuthError::grant(
+            "the authorization code was already used; the tokens issued from it are revoked",
+        ),
         Err(e) => e.into(),
     }
 }
 
 /// Access token, ID token (with `openid`) and refresh token (when the client may refresh).
-async fn issue_user_tokens(ctx: &Ctx<'_>, client: &Client, grant: &GrantData, family_id: &str, with_refresh: bool) -> Result<TokenResponse, OAuthError> {
-    let user_id = UserId::parse(&grant.user_id).ok_or_else(|| OAuthError::grant("the grant's user is invalid"))?;
+async fn issue_user_tokens(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    grant: &GrantData,
+    family_id: &str,
+    with_refresh: bool,
+) -> Result<TokenResponse, OAuthError> {
+    let user_id = UserId::parse(&grant.user_id)
+        .ok_or_else(|| OAuthError::grant("the grant's user is invalid"))?;
     let user = match ctx.store.get_user(&ctx.env.id, &user_id).await {
         Ok(u) if u.disabled_at.is_none() => u,
         Ok(_) => return Err(OAuthError::grant("the user is disabled")),
-        Err(portcullis_store::StoreError::NotFound(_)) => return Err(OAuthError::grant("the user no longer exists")),
+        Err(portcullis_store::StoreError::NotFound(_)) => {
+            return Err(OAuthError::grant("the user no longer exists"));
+        }
         Err(e) => return Err(e.into()),
     };
     let claims = AccessClaims {
@@ -176,16 +238,19 @@ async fn issue_user_tokens(ctx: &Ctx<'_>, client: &Client, grant: &GrantData, fa
     let id_token = if granted.iter().any(|s| s == "openid") {
         let profile = crate::introspect::profile_claims(&user, &granted);
         Some(
-            mint_id_token(ctx, &IdTokenInput {
-                sub: user.id.as_str(),
-                client_id: client.id.as_str(),
-                nonce: grant.nonce.as_deref(),
-                auth_time: grant.auth_time,
-                amr: &grant.amr,
-                access_token: &access_token,
-                profile,
-                ttl: client.lifetimes.id_token,
-            })
+            mint_id_token(
+                ctx,
+                &IdTokenInput {
+                    sub: user.id.as_str(),
+                    client_id: client.id.as_str(),
+                    nonce: grant.nonce.as_deref(),
+                    auth_time: grant.auth_time,
+                    amr: &grant.amr,
+                    access_token: &access_token,
+                    profile,
+                    ttl: client.lifetimes.id_token,
+                },
+            )
             .map_err(internal)?,
         )
     } else {
@@ -193,7 +258,16 @@ async fn issue_user_tokens(ctx: &Ctx<'_>, client: &Client, grant: &GrantData, fa
     };
     let refresh_token = if with_refresh && client.allows(GrantType::RefreshToken) {
         let t = random_token();
-        ctx.store.insert_refresh(&ctx.env.id, &digest(&t), family_id, grant, next_refresh_expiry(ctx, client, family_id).await?, ctx.now).await?;
+        ctx.store
+            .insert_refresh(
+                &ctx.env.id,
+                &digest(&t),
+                family_id,
+                grant,
+                next_refresh_expiry(ctx, client, family_id).await?,
+                ctx.now,
+            )
+            .await?;
         Some(t)
     } else {
         None
@@ -210,23 +284,39 @@ async fn issue_user_tokens(ctx: &Ctx<'_>, client: &Client, grant: &GrantData, fa
 }
 
 /// A refresh token expires after the idle lifetime, never after the family's absolute end.
-async fn next_refresh_expiry(ctx: &Ctx<'_>, client: &Client, family_id: &str) -> Result<portcullis_core::Timestamp, OAuthError> {
+async fn next_refresh_expiry(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    family_id: &str,
+) -> Result<portcullis_core::Timestamp, OAuthError> {
     let idle = ctx.now.plus_seconds(client.lifetimes.refresh_idle);
     let family = ctx.store.family(&ctx.env.id, family_id).await?;
     Ok(family.map_or(idle, |f| idle.min(f.absolute_expires_at)))
 }
 
-async fn refresh_token(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> Result<TokenResponse, OAuthError> {
+async fn refresh_token(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    req: &TokenRequest,
+) -> Result<TokenResponse, OAuthError> {
     let presented = req.require("refresh_token")?;
     let old = digest(presented);
     // Check ownership and family state before rotating, so that a refused request changes nothing.
-    let Some((family_id, grant, expires_at, rotated)) = ctx.store.refresh_token(&ctx.env.id, &old).await? else {
+    let Some((family_id, grant, expires_at, rotated)) =
+        ctx.store.refresh_token(&ctx.env.id, &old).await?
+    else {
         return Err(OAuthError::grant("the refresh token is invalid"));
     };
     if grant.client_id != client.id.as_str() {
-        return Err(OAuthError::grant("the refresh token was issued to another client"));
+        return Err(OAuthError::grant(
+            "the refresh token was issued to another client",
+        ));
     }
-    let family = ctx.store.family(&ctx.env.id, &family_id).await?.ok_or_else(|| OAuthError::grant("the refresh token is invalid"))?;
+    let family = ctx
+        .store
+        .family(&ctx.env.id, &family_id)
+        .await?
+        .ok_or_else(|| OAuthError::grant("the refresh token is invalid"))?;
     if family.revoked_at.is_some() {
         return Err(OAuthError::grant("the refresh token was revoked"));
     }
@@ -234,22 +324,39 @@ async fn refresh_token(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> Re
         return Err(OAuthError::grant("the refresh token has expired"));
     }
     let next = random_token();
-    let next_expiry = ctx.now.plus_seconds(client.lifetimes.refresh_idle).min(family.absolute_expires_at);
-    match ctx.store.rotate_refresh(&ctx.env.id, &old, &digest(&next), next_expiry, ctx.now).await? {
+    let next_expiry = ctx
+        .now
+        .plus_seconds(client.lifetimes.refresh_idle)
+        .min(family.absolute_expires_at);
+    match ctx
+        .store
+        .rotate_refresh(&ctx.env.id, &old, &digest(&next), next_expiry, ctx.now)
+        .await?
+    {
         Redeem::Ok { .. } => {}
         Redeem::Reused { family_id } => {
-            ctx.store.revoke_family(&ctx.env.id, &family_id, "refresh_reused", ctx.now).await?;
-            let detail = json!({ "client_id": client.id, "grant_id": family_id, "user_id": grant.user_id });
             ctx.store
-                .record(&ctx.env.id, ctx.now, Some((EventType::RefreshReuseDetected, None, detail.clone())), NewAudit {
-                    actor: format!("client:{}", client.id),
-                    action: "token.refresh_reuse_detected".into(),
-                    target: family_id,
-                    outcome: Outcome::Failure,
-                    detail,
-                })
+                .revoke_family(&ctx.env.id, &family_id, "refresh_reused", ctx.now)
                 .await?;
-            return Err(OAuthError::grant("the refresh token was already used; every token of this grant is revoked"));
+            let detail =
+                json!({ "client_id": client.id, "grant_id": family_id, "user_id": grant.user_id });
+            ctx.store
+                .record(
+                    &ctx.env.id,
+                    ctx.now,
+                    Some((EventType::RefreshReuseDetected, None, detail.clone())),
+                    NewAudit {
+                        actor: format!("client:{}", client.id),
+                        action: "token.refresh_reuse_detected".into(),
+                        target: family_id,
+                        outcome: Outcome::Failure,
+                        detail,
+                    },
+                )
+                .await?;
+            return Err(OAuthError::grant(
+                "the refresh token was already used; every token of this grant is revoked",
+            ));
         }
         Redeem::NotFound => return Err(OAuthError::grant("the refresh token is invalid")),
     }
@@ -259,7 +366,10 @@ async fn refresh_token(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> Re
         let asked = scopes(s);
         let had = scopes(&grant.scope);
         if let Some(bad) = asked.iter().find(|x| !had.contains(x)) {
-            return Err(OAuthError::new(ErrorCode::InvalidScope, format!("scope {bad:?} was not granted originally")));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                format!("scope {bad:?} was not granted originally"),
+            ));
         }
         grant.scope = asked.join(" ");
     }
@@ -268,23 +378,47 @@ async fn refresh_token(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> Re
     Ok(res)
 }
 
-fn requested_audience(client: &Client, req: &TokenRequest, default: &str) -> Result<String, OAuthError> {
+fn requested_audience(
+    client: &Client,
+    req: &TokenRequest,
+    default: &str,
+) -> Result<String, OAuthError> {
     let aud = match (req.get("audience"), req.get("resource")) {
-        (Some(a), Some(r)) if a != r => return Err(OAuthError::new(ErrorCode::InvalidTarget, "audience and resource name different targets")),
+        (Some(a), Some(r)) if a != r => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidTarget,
+                "audience and resource name different targets",
+            ));
+        }
         (Some(a), _) | (None, Some(a)) => a,
         (None, None) => return Ok(default.to_owned()),
     };
     if client.exchange.audiences.iter().any(|x| x == aud) {
         Ok(aud.to_owned())
     } else {
-        Err(OAuthError::new(ErrorCode::InvalidTarget, format!("this client may not obtain tokens for the audience {aud:?}")))
+        Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            format!("this client may not obtain tokens for the audience {aud:?}"),
+        ))
     }
 }
 
-fn client_credentials(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> Result<TokenResponse, OAuthError> {
-    let requested = req.get("scope").map_or_else(|| client.scopes.clone(), scopes);
-    if let Some(bad) = requested.iter().find(|s| !client.scopes.contains(s) || *s == "openid") {
-        return Err(OAuthError::new(ErrorCode::InvalidScope, format!("the scope {bad:?} is not allowed for this client")));
+fn client_credentials(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    req: &TokenRequest,
+) -> Result<TokenResponse, OAuthError> {
+    let requested = req
+        .get("scope")
+        .map_or_else(|| client.scopes.clone(), scopes);
+    if let Some(bad) = requested
+        .iter()
+        .find(|s| !client.scopes.contains(s) || *s == "openid")
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidScope,
+            format!("the scope {bad:?} is not allowed for this client"),
+        ));
     }
     let aud = requested_audience(client, req, &ctx.env.issuer)?;
     let claims = AccessClaims {
@@ -308,18 +442,36 @@ fn client_credentials(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> Res
 }
 
 /// Verifies a token presented to the exchange: one of our access tokens, of an accepted type.
-async fn exchange_input(ctx: &Ctx<'_>, req: &TokenRequest, token: &str, type_param: &str) -> Result<Value, OAuthError> {
+async fn exchange_input(
+    ctx: &Ctx<'_>,
+    req: &TokenRequest,
+    token: &str,
+    type_param: &str,
+) -> Result<Value, OAuthError> {
     let t = req.require(token)?;
     let ty = req.require(type_param)?;
     if ty != TOKEN_TYPE_ACCESS && ty != TOKEN_TYPE_JWT {
-        return Err(OAuthError::request(format!("{type_param} {ty:?} is not supported (access_token or jwt)")));
+        return Err(OAuthError::request(format!(
+            "{type_param} {ty:?} is not supported (access_token or jwt)"
+        )));
     }
-    verify_access_token(ctx, t).await.map_err(|r| OAuthError::request(format!("{token} is not acceptable: {}", r.describe())))
+    verify_access_token(ctx, t)
+        .await
+        .map_err(|r| OAuthError::request(format!("{token} is not acceptable: {}", r.describe())))
 }
 
-async fn token_exchange(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> Result<TokenResponse, OAuthError> {
-    if let Some(t) = req.get("requested_token_type").filter(|t| *t != TOKEN_TYPE_ACCESS) {
-        return Err(OAuthError::request(format!("requested_token_type {t:?} is not supported; only access tokens are issued")));
+async fn token_exchange(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    req: &TokenRequest,
+) -> Result<TokenResponse, OAuthError> {
+    if let Some(t) = req
+        .get("requested_token_type")
+        .filter(|t| *t != TOKEN_TYPE_ACCESS)
+    {
+        return Err(OAuthError::request(format!(
+            "requested_token_type {t:?} is not supported; only access tokens are issued"
+        )));
     }
     let subject = exchange_input(ctx, req, "subject_token", "subject_token_type").await?;
     let actor = if req.get("actor_token").is_some() || req.get("actor_token_type").is_some() {
@@ -329,14 +481,39 @@ async fn token_exchange(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> R
     };
     // Policy: the audience must be one this client may exchange into.
     let aud = match (req.get("audience"), req.get("resource")) {
-        (None, None) => return Err(OAuthError::new(ErrorCode::InvalidTarget, "audience (or resource) is required for token exchange")),
+        (None, None) => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidTarget,
+                "audience (or resource) is required for token exchange",
+            ));
+        }
         _ => requested_audience(client, req, "")?,
     };
     // Scopes: what was asked (default: the subject's), within the subject's and the policy's.
-    let subject_scopes = scopes(subject.get("scope").and_then(Value::as_str).unwrap_or_default());
-    let asked = req.get("scope").map_or_else(|| subject_scopes.iter().filter(|s| client.exchange.scopes.contains(s)).cloned().collect(), scopes);
-    if let Some(bad) = asked.iter().find(|s| !subject_scopes.contains(s) || !client.exchange.scopes.contains(s)) {
-        return Err(OAuthError::new(ErrorCode::InvalidScope, format!("the scope {bad:?} is not available to this exchange")));
+    let subject_scopes = scopes(
+        subject
+            .get("scope")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
+    let asked = req.get("scope").map_or_else(
+        || {
+            subject_scopes
+                .iter()
+                .filter(|s| client.exchange.scopes.contains(s))
+                .cloned()
+                .collect()
+        },
+        scopes,
+    );
+    if let Some(bad) = asked
+        .iter()
+        .find(|s| !subject_scopes.contains(s) || !client.exchange.scopes.contains(s))
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidScope,
+            format!("the scope {bad:?} is not available to this exchange"),
+        ));
     }
     let str_claim = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
     // RFC 8693 §4.1: the current actor on top, earlier actors nested below it.
@@ -348,7 +525,8 @@ async fn token_exchange(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> R
         act
     });
     let claims = AccessClaims {
-        sub: str_claim(&subject, "sub").ok_or_else(|| OAuthError::request("subject_token has no sub"))?,
+        sub: str_claim(&subject, "sub")
+            .ok_or_else(|| OAuthError::request("subject_token has no sub"))?,
         client_id: client.id.to_string(),
         aud,
         scope: asked.join(" "),
@@ -360,14 +538,35 @@ async fn token_exchange(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> R
     };
     // Never outlive the subject token.
     let subject_exp = subject.get("exp").and_then(Value::as_i64).unwrap_or(0);
-    let ttl = client.lifetimes.access_token.min(subject_exp - ctx.now.seconds()).max(1);
+    let ttl = client
+        .lifetimes
+        .access_token
+        .min(subject_exp - ctx.now.seconds())
+        .max(1);
     let (access_token, jti) = mint_access_token(ctx, &claims, ttl).map_err(internal)?;
     let detail = json!({
         "client_id": client.id, "subject": claims.sub, "actor": actor.as_ref().and_then(|a| str_claim(a, "sub")),
         "audience": claims.aud, "scope": claims.scope, "jti": jti,
     });
     ctx.store
-        .record(&ctx.env.id, ctx.now, Some((EventType::TokenExchanged, claims.org_id.clone().map(portcullis_core::ids::OrgId::from_stored), detail.clone())), NewAudit::success(&format!("client:{}", client.id), "token.exchange", &claims.sub, detail))
+        .record(
+            &ctx.env.id,
+            ctx.now,
+            Some((
+                EventType::TokenExchanged,
+                claims
+                    .org_id
+                    .clone()
+                    .map(portcullis_core::ids::OrgId::from_stored),
+                detail.clone(),
+            )),
+            NewAudit::success(
+                &format!("client:{}", client.id),
+                "token.exchange",
+                &claims.sub,
+                detail,
+            ),
+        )
         .await?;
     Ok(TokenResponse {
         access_token,
@@ -384,7 +583,13 @@ async fn token_exchange(ctx: &Ctx<'_>, client: &Client, req: &TokenRequest) -> R
 mod tests {
     #[test]
     fn pkce_rfc7636_appendix_b() {
-        assert!(super::pkce_ok("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
-        assert!(!super::pkce_ok("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(super::pkce_ok(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
+        assert!(!super::pkce_ok(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
     }
 }

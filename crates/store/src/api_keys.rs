@@ -129,11 +129,18 @@ impl Store {
             return Ok(key);
         }
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id.as_str())
-            .bind(now.millis())
-            .execute(&mut *tx)
-            .await?;
+        let n =
+            sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id.as_str())
+                .bind(now.millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if n == 0 {
+            // Revoked meanwhile by another request: that revocation stands, and is the one audited.
+            drop(tx);
+            return self.get_api_key(id).await;
+        }
         append_audit(
             &mut tx,
             chain_of(key.env_id.as_ref()),

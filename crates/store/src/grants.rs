@@ -21,7 +21,7 @@ use crate::{Result, Store, StoreError};
 pub enum Redeem {
     /// First use: the grant and its family.
     Ok {
-        grant: GrantData,
+        grant: Box<GrantData>,
         family_id: String,
         expires_at: Timestamp,
     },
@@ -30,6 +30,17 @@ pub enum Redeem {
         family_id: String,
     },
     NotFound,
+}
+
+/// An authorization code and the grant family it opens.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCode<'a> {
+    pub family_id: &'a str,
+    pub code_digest: &'a str,
+    pub grant: &'a GrantData,
+    pub code_expires_at: Timestamp,
+    /// The end of every refresh token of the family, however it is used.
+    pub absolute_expires_at: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -171,16 +182,14 @@ impl Store {
     }
 
     /// Creates a grant family and its authorization code in one transaction.
-    pub async fn create_code(
-        &self,
-        env: &EnvId,
-        family_id: &str,
-        code_digest: &str,
-        grant: &GrantData,
-        code_expires_at: Timestamp,
-        absolute_expires_at: Timestamp,
-        now: Timestamp,
-    ) -> Result<()> {
+    pub async fn create_code(&self, env: &EnvId, code: NewCode<'_>, now: Timestamp) -> Result<()> {
+        let NewCode {
+            family_id,
+            code_digest,
+            grant,
+            code_expires_at,
+            absolute_expires_at,
+        } = code;
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO token_families (id, env_id, client_id, user_id, absolute_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(family_id)
@@ -214,7 +223,7 @@ impl Store {
         if let Some(r) = won {
             let g: String = r.try_get("grant_data")?;
             return Ok(Redeem::Ok {
-                grant: grant_of(&g)?,
+                grant: Box::new(grant_of(&g)?),
                 family_id: r.try_get("family_id")?,
                 expires_at: Timestamp(r.try_get("expires_at")?),
             });
@@ -354,7 +363,7 @@ impl Store {
         }
         // An expired token is reported with its expiry and nothing is written.
         Ok(Redeem::Ok {
-            grant: grant_of(&g)?,
+            grant: Box::new(grant_of(&g)?),
             family_id,
             expires_at,
         })

@@ -13,6 +13,7 @@
 
 mod api_keys;
 mod clients;
+mod egress;
 mod envs;
 mod grants;
 mod log;
@@ -29,8 +30,9 @@ use sqlx::{AnyPool, Executor};
 
 pub use api_keys::NewApiKey;
 pub use clients::{client_json, parse_grants};
+pub use egress::{PolicyChange, StoredPolicy};
 pub use envs::NewEnvironment;
-pub use grants::{Family, Redeem, SessionRow};
+pub use grants::{Family, NewCode, Redeem, SessionRow};
 pub use log::EventPage;
 pub use orgs::{NewOrganization, OrganizationPatch};
 pub use signing::{NewSigningKey, Reseal, StoredSigningKey};

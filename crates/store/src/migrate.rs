@@ -19,6 +19,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "oauth",
         include_str!("../migrations/sqlite/0002_oauth.sql"),
     ),
+    (
+        3,
+        "egress",
+        include_str!("../migrations/sqlite/0003_egress.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -30,6 +35,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "oauth",
         include_str!("../migrations/postgres/0002_oauth.sql"),
+    ),
+    (
+        3,
+        "egress",
+        include_str!("../migrations/postgres/0003_egress.sql"),
     ),
 ];
 

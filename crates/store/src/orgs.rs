@@ -73,6 +73,9 @@ impl Store {
         env: &EnvId,
         new: NewOrganization,
     ) -> Result<Organization> {
+        let mut new = new;
+        new.domains.sort();
+        new.domains.dedup();
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO organizations (id, env_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(new.id.as_str())
@@ -200,6 +203,8 @@ impl Store {
         }
         if let Some(d) = patch.domains {
             after.domains = d;
+            after.domains.sort();
+            after.domains.dedup();
         }
         if after.name == before.name && after.domains == before.domains {
             return Ok(before);

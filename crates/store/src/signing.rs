@@ -181,6 +181,13 @@ impl Store {
         new_fingerprint: &str,
     ) -> Result<usize> {
         let mut tx = self.begin().await?;
+        if self.backend == crate::Backend::Postgres {
+            // No key may be inserted under the old master key while the rotation runs (SQLite
+            // already serialises writers).
+            sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
         let rows = sqlx::query("SELECT id, env_id, sealed_private FROM signing_keys ORDER BY id")
             .fetch_all(&mut *tx)
             .await?;
