@@ -3,8 +3,16 @@
 //! Human output by default, the API's JSON with `--json`. An HTTP error prints the server's
 //! `message` and `code` on one line and exits with 2.
 
+mod governance;
+mod oauth_clients;
+mod users;
+
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+
+pub use governance::{GovernanceCommand, run as run_governance};
+pub use oauth_clients::ClientCmd;
+pub use users::UserCmd;
 
 #[derive(Args, Clone)]
 pub struct Conn {
@@ -44,6 +52,20 @@ pub enum AdminCommand {
         conn: Conn,
         #[command(subcommand)]
         cmd: OrgCmd,
+    },
+    /// OAuth clients (applications and service accounts) of an environment.
+    Client {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: ClientCmd,
+    },
+    /// Local users of an organization (the password connection).
+    User {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: UserCmd,
     },
     /// Admin and environment API keys.
     ApiKey {
@@ -263,7 +285,11 @@ impl Client {
             req = req.json(&b);
         }
         let res = req.send().await.map_err(|e| {
-            Failure::Input(format!("cannot reach {}: {e} (check --url)", self.base))
+            Failure::Input(format!(
+                "cannot reach {}: {} (check --url)",
+                self.base,
+                root_cause(&e)
+            ))
         })?;
         let status = res.status();
         let text = res
@@ -295,6 +321,22 @@ impl Client {
     async fn post(&self, path: &str, body: Value) -> Result<Value, Failure> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
+    async fn patch(&self, path: &str, body: Value) -> Result<Value, Failure> {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+    async fn delete(&self, path: &str) -> Result<Value, Failure> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+/// The innermost error: reqwest's own message ("error sending request") hides whether the
+/// connection was refused, timed out or failed TLS.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Drops absent fields from a request body.
@@ -327,6 +369,14 @@ pub async fn run(cmd: AdminCommand) -> i32 {
         }
         AdminCommand::Org { conn, cmd } => {
             let r = org(&conn, cmd).await;
+            (conn, r)
+        }
+        AdminCommand::Client { conn, cmd } => {
+            let r = oauth_clients::run(&conn, cmd).await;
+            (conn, r)
+        }
+        AdminCommand::User { conn, cmd } => {
+            let r = users::run(&conn, cmd).await;
             (conn, r)
         }
         AdminCommand::ApiKey { conn, cmd } => {
@@ -431,6 +481,14 @@ fn fields(v: &Value, keys: &[&str]) -> String {
             )
         })
         .collect()
+}
+
+/// A secret or password printed once, after the record it belongs to.
+fn shown_once(record: String, label: &str, secret: &str) -> String {
+    format!(
+        "{}\n{label:<14} {secret}\n(shown once: store it now)\n",
+        record.trim_end()
+    )
 }
 
 fn data(v: &Value) -> Vec<Value> {

@@ -1,5 +1,5 @@
 //! `portcullis`: the server (`serve`, `migrate`, `master-key rotate`) and its admin client
-//! (`env`, `org`, `api-key`, `keys`, `events`, `audit`).
+//! (`env`, `org`, `client`, `user`, `api-key`, `keys`, `events`, `audit`).
 //!
 //! Exit codes: 0 success, 1 a check found problems (`audit verify`), 2 a usage or input error,
 //! with one line on standard error saying what to fix.
@@ -100,6 +100,8 @@ enum Command {
     ConfigDefaults,
     #[command(flatten)]
     Admin(client::AdminCommand),
+    #[command(flatten)]
+    Governance(client::GovernanceCommand),
 }
 
 #[derive(Subcommand)]
@@ -130,6 +132,7 @@ fn main() {
                 0
             }
             Command::Admin(cmd) => client::run(cmd).await,
+            Command::Governance(cmd) => client::run_governance(cmd).await,
         }
     });
     std::process::exit(code);

@@ -21,6 +21,15 @@ use futures::future::BoxFuture;
 use crate::decide::{Decision, Target, decide};
 use crate::policy::{Policy, Purpose};
 
+pub use reqwest::Method;
+
+/// Checks that a PEM bundle parses into certificates the TLS stack accepts.
+pub fn check_ca_bundle(pem: &[u8]) -> Result<(), String> {
+    reqwest::Certificate::from_pem_bundle(pem)
+        .map(|_| ())
+        .map_err(|e| format!("the CA bundle does not parse: {e}"))
+}
+
 /// Name resolution, replaceable in tests (a name that resolves to a public and a private address).
 pub trait Resolver: Send + Sync + 'static {
     fn lookup(&self, host: &str, port: u16) -> BoxFuture<'static, std::io::Result<Vec<IpAddr>>>;
@@ -307,24 +316,23 @@ impl EgressGate {
             })?;
             metrics::histogram!("portcullis_egress_request_duration_seconds", "purpose" => purpose.as_str()).record(started.elapsed().as_secs_f64());
             let status = res.status();
-            if status.is_redirection() {
-                if let Some(loc) = res
+            if status.is_redirection()
+                && let Some(loc) = res
                     .headers()
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
+            {
+                url = parsed
+                    .join(loc)
+                    .map_err(|e| EgressError::BadUrl(e.to_string()))?
+                    .to_string();
+                if status == reqwest::StatusCode::SEE_OTHER
+                    || (method == reqwest::Method::POST && status.as_u16() < 303)
                 {
-                    url = parsed
-                        .join(loc)
-                        .map_err(|e| EgressError::BadUrl(e.to_string()))?
-                        .to_string();
-                    if status == reqwest::StatusCode::SEE_OTHER
-                        || (method == reqwest::Method::POST && status.as_u16() < 303)
-                    {
-                        method = reqwest::Method::GET;
-                        body = None;
-                    }
-                    continue;
+                    method = reqwest::Method::GET;
+                    body = None;
                 }
+                continue;
             }
             let headers = res
                 .headers()

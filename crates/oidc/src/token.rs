@@ -323,6 +323,21 @@ async fn refresh_token(
     if !rotated && (expires_at <= ctx.now || family.absolute_expires_at <= ctx.now) {
         return Err(OAuthError::grant("the refresh token has expired"));
     }
+    // A narrower scope may be asked for (RFC 6749 §6), never a wider one. Checked before
+    // rotating, so that a refused request leaves the token usable; a spent token goes on to
+    // reuse detection whatever it asks for.
+    let mut grant = grant;
+    if let Some(s) = req.get("scope") {
+        let asked = scopes(s);
+        let had = scopes(&grant.scope);
+        if let Some(bad) = asked.iter().find(|x| !had.contains(x)).filter(|_| !rotated) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                format!("scope {bad:?} was not granted originally"),
+            ));
+        }
+        grant.scope = asked.join(" ");
+    }
     let next = random_token();
     let next_expiry = ctx
         .now
@@ -359,19 +374,6 @@ async fn refresh_token(
             ));
         }
         Redeem::NotFound => return Err(OAuthError::grant("the refresh token is invalid")),
-    }
-    // A narrower scope may be asked for (RFC 6749 §6), never a wider one.
-    let mut grant = grant;
-    if let Some(s) = req.get("scope") {
-        let asked = scopes(s);
-        let had = scopes(&grant.scope);
-        if let Some(bad) = asked.iter().find(|x| !had.contains(x)) {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidScope,
-                format!("scope {bad:?} was not granted originally"),
-            ));
-        }
-        grant.scope = asked.join(" ");
     }
     let mut res = issue_user_tokens(ctx, client, &grant, &family_id, false).await?;
     res.refresh_token = Some(next);

@@ -56,15 +56,30 @@ pub struct Bootstrap;
 
 /// The database URL with any password replaced, for messages.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
+    // A password may also travel as a query parameter (`?user=app&password=…`).
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match base[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..s + 3], &base[at..]),
+            None => base.to_owned(),
+        },
+        _ => base.to_owned(),
+    };
+    match query {
+        None => base,
+        Some(q) => {
+            let params: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
         }
-        _ => url.to_owned(),
     }
 }
 
@@ -205,6 +220,7 @@ impl Bootstrap {
         create_data_dir(&config.data_dir)?;
         let store = open_store(config).await?;
         let master = Arc::new(master_key(&store, &config.master_key_path(), &mut report).await?);
+        let (store_for_observer, clock_for_observer) = (store.clone(), clock.clone());
         let app = App(Arc::new(AppInner {
             keys: KeyRing::new(store.clone(), master),
             store,
@@ -222,6 +238,14 @@ impl Bootstrap {
             account_limiter: portcullis_oidc::ratelimit::Limiter::new(5, 300),
             address_limiter: portcullis_oidc::ratelimit::Limiter::new(30, 300),
             env_cache: std::sync::RwLock::new(std::collections::HashMap::new()),
+            egress: portcullis_egress::EgressGate::new(
+                Arc::new(portcullis_egress::SystemResolver),
+                Arc::new(crate::egress::StoreObserver {
+                    store: store_for_observer,
+                    clock: clock_for_observer,
+                }),
+                portcullis_egress::GateConfig::default(),
+            ),
         }));
         first_admin_key(&app, config, &mut report).await?;
         if config.demo {
@@ -306,8 +330,12 @@ async fn demo_environment(app: &App, data_dir: &Path) -> Result<String, Bootstra
     let notes = data_dir.join("demo.txt");
     match app.store.find_environment(SLUG).await {
         Ok(_) => {
-            return Ok(std::fs::read_to_string(&notes)
-                .unwrap_or_else(|_| format!("The demo environment exists; its credentials were in {}.", notes.display())));
+            return Ok(std::fs::read_to_string(&notes).unwrap_or_else(|_| {
+                format!(
+                    "The demo environment exists; its credentials were in {}.",
+                    notes.display()
+                )
+            }));
         }
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(BootstrapError::Demo(e.to_string())),
@@ -322,19 +350,30 @@ async fn demo_environment(app: &App, data_dir: &Path) -> Result<String, Bootstra
         key_grace_days: None,
     };
     let demo = |e: String| BootstrapError::Demo(e);
-    let env = crate::admin::create_environment(app, "bootstrap", req).await.map_err(|e| demo(e.message))?;
+    let env = crate::admin::create_environment(app, "bootstrap", req)
+        .await
+        .map_err(|e| demo(e.message))?;
     let env_id = portcullis_core::ids::EnvId::from_stored(env.id.clone());
     let now = app.now();
     let org = app
         .store
-        .create_organization("bootstrap", now, &env_id, portcullis_store::NewOrganization {
-            id: app.store.new_id(now),
-            name: "Example Corp".into(),
-            domains: vec!["example.com".into()],
-        })
+        .create_organization(
+            "bootstrap",
+            now,
+            &env_id,
+            portcullis_store::NewOrganization {
+                id: app.store.new_id(now),
+                name: "Example Corp".into(),
+                domains: vec!["example.com".into()],
+            },
+        )
         .await
         .map_err(|e| demo(e.to_string()))?;
-    let password = generate_secret(&SystemRandom, "").expose().chars().take(20).collect::<String>();
+    let password = generate_secret(&SystemRandom, "")
+        .expose()
+        .chars()
+        .take(20)
+        .collect::<String>();
     let hash = app.passwords.hash(&password).await.map_err(demo)?;
     let user = portcullis_core::oauth::User {
         id: app.store.new_id(now),
@@ -347,41 +386,74 @@ async fn demo_environment(app: &App, data_dir: &Path) -> Result<String, Bootstra
         created_at: now,
         updated_at: now,
     };
-    app.store.create_user("bootstrap", now, user, &hash).await.map_err(|e| demo(e.to_string()))?;
+    app.store
+        .create_user("bootstrap", now, user, &hash)
+        .await
+        .map_err(|e| demo(e.to_string()))?;
     let issuer = env.issuer.clone();
-    let base = |name: &str, kind, method, grants: Vec<portcullis_core::oauth::GrantType>| portcullis_core::oauth::Client {
-        id: app.store.new_id(now),
-        env_id: env_id.clone(),
-        name: name.into(),
-        kind,
-        auth_method: method,
-        redirect_uris: vec![],
-        post_logout_redirect_uris: vec![],
-        grant_types: grants,
-        scopes: vec!["openid".into(), "email".into(), "profile".into(), "offline_access".into()],
-        jwks: None,
-        exchange: portcullis_core::oauth::ExchangePolicy::default(),
-        lifetimes: portcullis_core::oauth::TokenLifetimes::default(),
-        secret_digest: None,
-        secret_created_at: None,
-        previous_secret_digest: None,
-        previous_secret_expires_at: None,
-        created_at: now,
-        updated_at: now,
+    let base = |name: &str, kind, method, grants: Vec<portcullis_core::oauth::GrantType>| {
+        portcullis_core::oauth::Client {
+            id: app.store.new_id(now),
+            env_id: env_id.clone(),
+            name: name.into(),
+            kind,
+            auth_method: method,
+            redirect_uris: vec![],
+            post_logout_redirect_uris: vec![],
+            grant_types: grants,
+            scopes: vec![
+                "openid".into(),
+                "email".into(),
+                "profile".into(),
+                "offline_access".into(),
+            ],
+            jwks: None,
+            exchange: portcullis_core::oauth::ExchangePolicy::default(),
+            lifetimes: portcullis_core::oauth::TokenLifetimes::default(),
+            secret_digest: None,
+            secret_created_at: None,
+            previous_secret_digest: None,
+            previous_secret_expires_at: None,
+            created_at: now,
+            updated_at: now,
+        }
     };
     use portcullis_core::oauth::{AuthMethod, ClientKind, GrantType};
-    let mut app_client = base("Demo app", ClientKind::Public, AuthMethod::None, vec![GrantType::AuthorizationCode, GrantType::RefreshToken]);
+    let mut app_client = base(
+        "Demo app",
+        ClientKind::Public,
+        AuthMethod::None,
+        vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+    );
     app_client.redirect_uris = vec![format!("{issuer}/demo-callback")];
     app_client.post_logout_redirect_uris = vec![format!("{issuer}/demo-callback")];
-    let app_client = app.store.create_client("bootstrap", now, app_client).await.map_err(|e| demo(e.to_string()))?;
+    let app_client = app
+        .store
+        .create_client("bootstrap", now, app_client)
+        .await
+        .map_err(|e| demo(e.to_string()))?;
     let secret = generate_secret(&SystemRandom, "pcsec_");
-    let mut service = base("Demo service", ClientKind::Confidential, AuthMethod::ClientSecretBasic, vec![GrantType::ClientCredentials]);
+    let mut service = base(
+        "Demo service",
+        ClientKind::Confidential,
+        AuthMethod::ClientSecretBasic,
+        vec![GrantType::ClientCredentials],
+    );
     service.scopes = vec!["reports:read".into()];
     service.secret_digest = Some(secret_digest(&secret));
     service.secret_created_at = Some(now);
-    let service = app.store.create_client("bootstrap", now, service).await.map_err(|e| demo(e.to_string()))?;
-    let verifier = generate_secret(&SystemRandom, "demo-verifier-").expose().to_owned();
-    let challenge = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, portcullis_crypto::secrets::sha256(verifier.as_bytes()));
+    let service = app
+        .store
+        .create_client("bootstrap", now, service)
+        .await
+        .map_err(|e| demo(e.to_string()))?;
+    let verifier = generate_secret(&SystemRandom, "demo-verifier-")
+        .expose()
+        .to_owned();
+    let challenge = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        portcullis_crypto::secrets::sha256(verifier.as_bytes()),
+    );
     let enc = portcullis_oidc::authorize::encode;
     let redirect = format!("{issuer}/demo-callback");
     let text = format!(
@@ -398,6 +470,7 @@ async fn demo_environment(app: &App, data_dir: &Path) -> Result<String, Bootstra
         sid = service.id,
         secret = secret.expose(),
     );
-    write_secret_file(&notes, &text).map_err(|e| demo(format!("cannot write {}: {e}", notes.display())))?;
+    write_secret_file(&notes, &text)
+        .map_err(|e| demo(format!("cannot write {}: {e}", notes.display())))?;
     Ok(text)
 }

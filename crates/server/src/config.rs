@@ -99,6 +99,7 @@ impl Config {
                 &format!("flag --{}", key.replace('_', "-")),
             )?;
         }
+        check_ranges(&table)?;
         let cfg: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError(e.message().to_owned()))?;
@@ -156,6 +157,30 @@ impl Config {
             PathBuf::from(&self.master_key_file)
         }
     }
+}
+
+/// Integer keys and their ranges, checked before the values are typed: a negative pool size would
+/// otherwise fail without naming its key, and a lifetime of `i64::MAX` days overflows when turned
+/// into seconds. The day limits are the admin API's.
+const RANGES: &[(&str, i64, i64)] = &[
+    ("max_connections", 1, 10_000),
+    ("key_check_interval_seconds", 1, 31_536_000),
+    ("key_lifetime_days", 1, 3650),
+    ("key_grace_days", 0, 3650),
+    ("max_body_bytes", 1024, 1 << 30),
+];
+
+fn check_ranges(table: &toml::Table) -> Result<(), ConfigError> {
+    for (key, min, max) in RANGES {
+        if let Some(v) = table.get(*key).and_then(toml::Value::as_integer)
+            && !(*min..=*max).contains(&v)
+        {
+            return Err(ConfigError(format!(
+                "`{key}` must be {min} to {max}, not {v}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn key_list(t: &toml::Table) -> String {
@@ -252,5 +277,30 @@ mod tests {
         assert!(e.0.contains("`demo` must be a boolean"), "{e}");
         let e = Config::load(None, env(&[]), &[("listen", "nowhere".into())]).unwrap_err();
         assert!(e.0.contains("`listen`"), "{e}");
+    }
+
+    #[test]
+    fn integers_out_of_range_are_named() {
+        for (var, value, key) in [
+            (
+                "PORTCULLIS_KEY_LIFETIME_DAYS",
+                "9223372036854775807",
+                "`key_lifetime_days`",
+            ),
+            ("PORTCULLIS_KEY_GRACE_DAYS", "-1", "`key_grace_days`"),
+            ("PORTCULLIS_MAX_CONNECTIONS", "-1", "`max_connections`"),
+            ("PORTCULLIS_MAX_BODY_BYTES", "-5", "`max_body_bytes`"),
+            (
+                "PORTCULLIS_KEY_CHECK_INTERVAL_SECONDS",
+                "0",
+                "`key_check_interval_seconds`",
+            ),
+        ] {
+            let e = Config::load(None, env(&[(var, value)]), &[]).unwrap_err();
+            assert!(e.0.contains(key), "{var}={value}: {e}");
+        }
+        let e = Config::load(Some(("p.toml", "max_connections = -3")), env(&[]), &[]).unwrap_err();
+        assert!(e.0.contains("`max_connections`"), "{e}");
+        assert!(Config::load(None, env(&[("PORTCULLIS_KEY_GRACE_DAYS", "0")]), &[]).is_ok());
     }
 }

@@ -7,8 +7,9 @@ use axum::http::request::Parts;
 use portcullis_core::Secret;
 use portcullis_core::audit::NewAudit;
 use portcullis_core::audit::Outcome;
-use portcullis_core::ids::EnvId;
+use portcullis_core::ids::{EnvId, PrefixedId};
 use portcullis_core::model::{ApiKey, ApiKeyKind, Environment};
+use portcullis_core::validate;
 use serde::de::DeserializeOwned;
 
 use crate::App;
@@ -91,16 +92,7 @@ impl Admin {
     /// The environment `id_or_slug`, if this caller may see it. Another environment is "not
     /// found", exactly like one that does not exist: a scoped key learns nothing about others.
     pub async fn environment(&self, app: &App, id_or_slug: &str) -> ApiResult<Environment> {
-        let env = app
-            .store
-            .find_environment(id_or_slug)
-            .await
-            .map_err(|e| match e {
-                portcullis_store::StoreError::NotFound(_) => {
-                    ApiError::not_found(format!("environment {id_or_slug}"))
-                }
-                other => other.into(),
-            })?;
+        let env = find_environment(app, id_or_slug).await?;
         if self.key.can_access(&env.id) {
             Ok(env)
         } else {
@@ -111,6 +103,23 @@ impl Admin {
     pub fn can_access(&self, env: &EnvId) -> bool {
         self.key.can_access(env)
     }
+}
+
+/// The environment named by a path segment (its ID or slug). A segment that is neither is "not
+/// found" without a query: PostgreSQL refuses some strings outright (a NUL byte), which would
+/// otherwise surface as a storage failure.
+pub async fn find_environment(app: &App, id_or_slug: &str) -> ApiResult<Environment> {
+    let not_found = || ApiError::not_found(format!("environment {id_or_slug}"));
+    if EnvId::parse(id_or_slug).is_none() && validate::slug(id_or_slug).is_err() {
+        return Err(not_found());
+    }
+    app.store
+        .find_environment(id_or_slug)
+        .await
+        .map_err(|e| match e {
+            portcullis_store::StoreError::NotFound(_) => not_found(),
+            other => other.into(),
+        })
 }
 
 /// Reads `Authorization: Bearer <secret>`.

@@ -6,12 +6,14 @@
 pub mod admin;
 pub mod bootstrap;
 pub mod config;
+pub mod egress;
 pub mod error;
 mod extract;
 mod health;
 pub mod keys;
 pub mod oauth;
 mod public;
+mod review;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +44,12 @@ pub struct AppInner {
     /// Failed sign-ins per account (`env|email`) and per client address.
     pub account_limiter: portcullis_oidc::ratelimit::Limiter,
     pub address_limiter: portcullis_oidc::ratelimit::Limiter,
+    /// The only outbound HTTP client.
+    pub egress: portcullis_egress::EgressGate,
     /// Environments by slug, for the per-request lookups of the protocol endpoints.
-    pub env_cache: std::sync::RwLock<std::collections::HashMap<String, (portcullis_core::model::Environment, Timestamp)>>,
+    pub env_cache: std::sync::RwLock<
+        std::collections::HashMap<String, (portcullis_core::model::Environment, Timestamp)>,
+    >,
 }
 
 #[derive(Clone)]
@@ -65,16 +71,28 @@ impl App {
     }
 
     /// The environment with this slug (or ID), from a short-lived cache.
-    pub async fn environment_cached(&self, slug: &str, now: Timestamp) -> Result<portcullis_core::model::Environment, portcullis_store::StoreError> {
-        if let Some((env, at)) = self.env_cache.read().ok().and_then(|c| c.get(slug).cloned()) {
-            if now.millis() - at.millis() < ENV_CACHE_MS && now >= at {
-                return Ok(env);
-            }
+    pub async fn environment_cached(
+        &self,
+        slug: &str,
+        now: Timestamp,
+    ) -> Result<portcullis_core::model::Environment, portcullis_store::StoreError> {
+        if let Some((env, at)) = self
+            .env_cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(slug).cloned())
+            && now.millis() - at.millis() < ENV_CACHE_MS
+            && now >= at
+        {
+            return Ok(env);
         }
         let well_formed = portcullis_core::validate::slug(slug).is_ok()
-            || <portcullis_core::ids::EnvId as portcullis_core::ids::PrefixedId>::parse(slug).is_some();
+            || <portcullis_core::ids::EnvId as portcullis_core::ids::PrefixedId>::parse(slug)
+                .is_some();
         if !well_formed {
-            return Err(portcullis_store::StoreError::NotFound(format!("environment {slug}")));
+            return Err(portcullis_store::StoreError::NotFound(format!(
+                "environment {slug}"
+            )));
         }
         let env = self.store.find_environment(slug).await?;
         if let Ok(mut c) = self.env_cache.write() {
@@ -134,7 +152,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
+    // The peer address is what the per-address sign-in limit and the audit record key on.
+    let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -16,16 +16,11 @@ pub fn routes() -> Router<App> {
 /// The environment's published keys: `next`, `active`, and `retired` within grace (RFC 7517).
 async fn jwks_get(State(app): State<App>, Path(env): Path<String>) -> ApiResult<impl IntoResponse> {
     let now = app.now();
-    let env = app
-        .store
-        .find_environment(&env)
-        .await
-        .map_err(|_| ApiError::not_found("environment"))?;
-    let jwks = app
-        .keys
-        .jwks(&env, now)
-        .await
-        .map_err(|e| ApiError::internal("jwks", e))?;
+    let env = crate::extract::find_environment(&app, &env).await?;
+    let jwks = app.keys.jwks(&env, now).await.map_err(|e| match e {
+        crate::keys::KeyRingError::Store(s) => ApiError::from(s),
+        other => ApiError::internal("jwks", other),
+    })?;
     Ok((
         [
             (header::CACHE_CONTROL, "public, max-age=300"),

@@ -2,11 +2,15 @@
 //! `/admin/v1/openapi.json` generated from these handlers.
 
 mod api_keys;
+mod client_rules;
+mod clients;
 pub(crate) mod envs;
+mod governance;
 mod logs;
 mod openapi;
 mod orgs;
 mod signing;
+mod users;
 pub mod views;
 
 use axum::Router;
@@ -16,6 +20,7 @@ use crate::App;
 
 pub fn routes() -> Router<App> {
     Router::new()
+        .merge(governance::routes())
         .route("/openapi.json", get(openapi::openapi_get))
         .route(
             "/environments",
@@ -34,6 +39,28 @@ pub fn routes() -> Router<App> {
             get(orgs::organization_get)
                 .patch(orgs::organization_update)
                 .delete(orgs::organization_delete),
+        )
+        .route(
+            "/environments/{env}/organizations/{org}/users",
+            get(users::users_list).post(users::user_create),
+        )
+        .route(
+            "/environments/{env}/organizations/{org}/users/{user}",
+            get(users::user_get).patch(users::user_update),
+        )
+        .route(
+            "/environments/{env}/clients",
+            get(clients::clients_list).post(clients::client_create),
+        )
+        .route(
+            "/environments/{env}/clients/{client}",
+            get(clients::client_get)
+                .patch(clients::client_update)
+                .delete(clients::client_delete),
+        )
+        .route(
+            "/environments/{env}/clients/{client}/secret",
+            post(clients::client_secret_rotate),
         )
         .route(
             "/environments/{env}/api-keys",

@@ -1,6 +1,7 @@
 //! Request and response bodies of the admin API (the OpenAPI schemas come from these types).
 
 use portcullis_core::model::{ApiKey, Environment, Organization, SigningKeyInfo};
+use portcullis_core::oauth::{Client, User};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -283,4 +284,240 @@ impl Page {
             ))),
         }
     }
+}
+
+/// Which audiences and scopes a client may obtain through token exchange (RFC 8693).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeView {
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClientView {
+    pub id: String,
+    pub object: String,
+    pub environment_id: String,
+    pub name: String,
+    /// `confidential` or `public`.
+    pub kind: String,
+    /// `client_secret_basic`, `client_secret_post`, `private_key_jwt` or `none`.
+    pub token_endpoint_auth_method: String,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    /// The public keys of a `private_key_jwt` client.
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    pub token_exchange: TokenExchangeView,
+    pub access_token_ttl_seconds: i64,
+    pub id_token_ttl_seconds: i64,
+    pub refresh_idle_ttl_seconds: i64,
+    pub refresh_absolute_ttl_seconds: i64,
+    /// Whether the client has a secret (only its digest is stored; it is never shown again).
+    pub has_secret: bool,
+    pub secret_created_at: Option<String>,
+    /// Until then the secret replaced at the last rotation still works.
+    pub previous_secret_expires_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Client> for ClientView {
+    fn from(c: &Client) -> Self {
+        Self {
+            id: c.id.to_string(),
+            object: "client".into(),
+            environment_id: c.env_id.to_string(),
+            name: c.name.clone(),
+            kind: super::client_rules::kind_str(c.kind).into(),
+            token_endpoint_auth_method: c.auth_method.as_str().into(),
+            redirect_uris: c.redirect_uris.clone(),
+            post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+            grant_types: c
+                .grant_types
+                .iter()
+                .map(|g| g.as_str().to_owned())
+                .collect(),
+            scopes: c.scopes.clone(),
+            jwks: c.jwks.clone(),
+            token_exchange: TokenExchangeView {
+                audiences: c.exchange.audiences.clone(),
+                scopes: c.exchange.scopes.clone(),
+            },
+            access_token_ttl_seconds: c.lifetimes.access_token,
+            id_token_ttl_seconds: c.lifetimes.id_token,
+            refresh_idle_ttl_seconds: c.lifetimes.refresh_idle,
+            refresh_absolute_ttl_seconds: c.lifetimes.refresh_absolute,
+            has_secret: c.secret_digest.is_some(),
+            secret_created_at: c.secret_created_at.map(|t| t.to_rfc3339()),
+            previous_secret_expires_at: c
+                .previous_secret_digest
+                .as_ref()
+                .and(c.previous_secret_expires_at)
+                .map(|t| t.to_rfc3339()),
+            created_at: c.created_at.to_rfc3339(),
+            updated_at: c.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+/// A client, with its new secret when this answer created one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedClient {
+    #[serde(flatten)]
+    pub client: ClientView,
+    /// The client secret (`pcsec_…`). Shown once, in the answer that generated it: only its
+    /// SHA-256 digest is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    pub name: String,
+    /// `confidential` (default) or `public`.
+    pub kind: Option<String>,
+    /// `client_secret_basic` (default for confidential clients), `client_secret_post`,
+    /// `private_key_jwt` (needs `jwks`) or `none` (public clients, with PKCE).
+    pub token_endpoint_auth_method: Option<String>,
+    /// Exact URIs (no wildcards); `http` only on loopback; at most 20.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Default `["authorization_code", "refresh_token"]`; also `client_credentials` and
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    pub grant_types: Option<Vec<String>>,
+    /// Default `["openid", "email", "profile", "offline_access"]`.
+    pub scopes: Option<Vec<String>>,
+    /// `{"keys": [...]}`: public EC P-256, Ed25519 or RSA (2048+ bit) keys with a `kid`;
+    /// required for, and only for, `private_key_jwt`.
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    pub token_exchange: Option<TokenExchangeView>,
+    /// 60–86400, default 900.
+    pub access_token_ttl_seconds: Option<i64>,
+    /// 60–86400, default 3600.
+    pub id_token_ttl_seconds: Option<i64>,
+    /// Default 14 days; at most the absolute lifetime.
+    pub refresh_idle_ttl_seconds: Option<i64>,
+    /// Default 90 days.
+    pub refresh_absolute_ttl_seconds: Option<i64>,
+}
+
+/// Each present field replaces the client's; the resulting client is checked as a whole.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClient {
+    pub name: Option<String>,
+    /// Changing the kind without a method picks the kind's default method.
+    pub kind: Option<String>,
+    /// A change to `client_secret_basic`/`client_secret_post` from a method without a secret
+    /// generates one (returned once); a change away from them discards the secret.
+    pub token_endpoint_auth_method: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
+    /// Replaces the key set (`private_key_jwt` only; dropped when the method changes away).
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    pub token_exchange: Option<TokenExchangeView>,
+    pub access_token_ttl_seconds: Option<i64>,
+    pub id_token_ttl_seconds: Option<i64>,
+    pub refresh_idle_ttl_seconds: Option<i64>,
+    pub refresh_absolute_ttl_seconds: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateClientSecret {
+    /// How long the current secret keeps working beside the new one: 0–2592000 (30 days),
+    /// default 86400. 0 ends it now.
+    pub overlap_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub object: String,
+    pub environment_id: String,
+    pub organization_id: String,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub disabled: bool,
+    pub disabled_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            object: "user".into(),
+            environment_id: u.env_id.to_string(),
+            organization_id: u.org_id.to_string(),
+            email: u.email.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            disabled: u.disabled_at.is_some(),
+            disabled_at: u.disabled_at.map(|t| t.to_rfc3339()),
+            created_at: u.created_at.to_rfc3339(),
+            updated_at: u.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+/// A new user, with the generated password when the request gave none.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedUser {
+    #[serde(flatten)]
+    pub user: UserView,
+    /// Shown once, only when generated: only an Argon2id hash is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// In one of the organization's domains (sign-in is routed by domain).
+    pub email: String,
+    /// At least 12 characters; generated and returned once when absent.
+    pub password: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// `null` clears the name.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub first_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub last_name: Option<Option<String>>,
+    /// Disabling ends the user's sessions and grants.
+    pub disabled: Option<bool>,
+    /// Sets a new password (at least 12 characters) and ends the user's sessions and grants.
+    pub password: Option<String>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }

@@ -22,7 +22,9 @@ use minijinja::context;
 use portcullis_core::audit::{NewAudit, Outcome};
 use portcullis_core::event::EventType;
 use portcullis_core::ids::{ClientId, OrgId, PrefixedId, UserId};
-use portcullis_oidc::authorize::{Failure, Request, encode, issue_code, redirect_with, session_satisfies, validate};
+use portcullis_oidc::authorize::{
+    Failure, Request, encode, issue_code, redirect_with, session_satisfies, validate,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -41,7 +43,12 @@ pub struct ClientAddr(pub String);
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".into(), |c| c.0.ip().to_string())))
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".into(), |c| c.0.ip().to_string()),
+        ))
     }
 }
 
@@ -56,16 +63,31 @@ fn digest(s: &str) -> String {
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == name).then(|| v.to_owned())
-    })
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
 }
 
 fn set_cookie(ec: &EnvCtx, name: &str, value: &str, max_age: i64) -> HeaderValue {
-    let path = ec.env.issuer.split_once("://").and_then(|(_, r)| r.find('/').map(|i| r[i..].to_owned())).unwrap_or_else(|| "/".into());
-    let secure = if ec.env.issuer.starts_with("https://") { "; Secure" } else { "" };
-    let v = format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    let path = ec
+        .env
+        .issuer
+        .split_once("://")
+        .and_then(|(_, r)| r.find('/').map(|i| r[i..].to_owned()))
+        .unwrap_or_else(|| "/".into());
+    let secure = if ec.env.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let v =
+        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("pc_invalid=1"))
 }
 
@@ -75,7 +97,8 @@ fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
     for c in cookies {
         res.headers_mut().append(header::SET_COOKIE, c);
     }
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
@@ -87,16 +110,38 @@ fn reference() -> String {
 
 async fn load_env(app: &App, slug: &str) -> Result<EnvCtx, Response> {
     EnvCtx::load(app, slug).await.map_err(|e| {
-        let status = if e.code == portcullis_oidc::ErrorCode::InvalidRequest { StatusCode::NOT_FOUND } else { StatusCode::SERVICE_UNAVAILABLE };
-        error_page(status, "Portcullis", "Sign-in is not available", &e.description, None)
+        let status = if e.code == portcullis_oidc::ErrorCode::InvalidRequest {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        error_page(
+            status,
+            "Portcullis",
+            "Sign-in is not available",
+            &e.description,
+            None,
+        )
     })
 }
 
 /// The user of a live session cookie, if any.
-async fn session_user(app: &App, ec: &EnvCtx, headers: &HeaderMap) -> Option<(portcullis_core::oauth::User, portcullis_store::SessionRow)> {
+async fn session_user(
+    app: &App,
+    ec: &EnvCtx,
+    headers: &HeaderMap,
+) -> Option<(portcullis_core::oauth::User, portcullis_store::SessionRow)> {
     let raw = cookie(headers, SESSION_COOKIE)?;
-    let s = app.store.session(&ec.env.id, &digest(&raw), ec.now).await.ok()??;
-    let user = app.store.get_user(&ec.env.id, &UserId::parse(&s.user_id)?).await.ok()?;
+    let s = app
+        .store
+        .session(&ec.env.id, &digest(&raw), ec.now)
+        .await
+        .ok()??;
+    let user = app
+        .store
+        .get_user(&ec.env.id, &UserId::parse(&s.user_id)?)
+        .await
+        .ok()?;
     user.disabled_at.is_none().then_some((user, s))
 }
 
@@ -109,18 +154,40 @@ fn code_redirect(ec: &EnvCtx, req: &Request, code: &str) -> String {
     redirect_with(&req.redirect_uri, &p)
 }
 
-pub async fn authorize_get(State(app): State<App>, Path(env): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+pub async fn authorize_get(
+    State(app): State<App>,
+    Path(env): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let ec = match load_env(&app, &env).await {
         Ok(e) => e,
         Err(r) => return r,
     };
-    let params: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
+    let params: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
     let ctx = ec.ctx(&app);
     let (client, req) = match validate(&ctx, &params).await {
         Ok(v) => v,
-        Err(Failure::Page(msg)) => return error_page(StatusCode::BAD_REQUEST, &ec.env.name, "This sign-in link is not valid", &msg, None),
-        Err(Failure::Redirect { redirect_uri, state, error }) => {
-            let mut p = vec![("error", error.code.as_str()), ("error_description", error.description.as_str())];
+        Err(Failure::Page(msg)) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &ec.env.name,
+                "This sign-in link is not valid",
+                &msg,
+                None,
+            );
+        }
+        Err(Failure::Redirect {
+            redirect_uri,
+            state,
+            error,
+        }) => {
+            let mut p = vec![
+                ("error", error.code.as_str()),
+                ("error_description", error.description.as_str()),
+            ];
             if let Some(s) = &state {
                 p.push(("state", s));
             }
@@ -128,16 +195,35 @@ pub async fn authorize_get(State(app): State<App>, Path(env): Path<String>, RawQ
             return see_other(&redirect_with(&redirect_uri, &p), vec![]);
         }
     };
-    if let Some((user, session)) = session_user(&app, &ec, &headers).await {
-        if session_satisfies(&req, session.auth_time, user.org_id.as_str(), ec.now) {
-            return match issue_code(&ctx, &client, &req, user.id.as_str(), user.org_id.as_str(), session.auth_time, &session.amr).await {
-                Ok(code) => see_other(&code_redirect(&ec, &req, &code), vec![]),
-                Err(e) => error_page(StatusCode::SERVICE_UNAVAILABLE, &ec.env.name, "Sign-in failed", &e.description, None),
-            };
-        }
+    if let Some((user, session)) = session_user(&app, &ec, &headers).await
+        && session_satisfies(&req, session.auth_time, user.org_id.as_str(), ec.now)
+    {
+        return match issue_code(
+            &ctx,
+            &client,
+            &req,
+            user.id.as_str(),
+            user.org_id.as_str(),
+            session.auth_time,
+            &session.amr,
+        )
+        .await
+        {
+            Ok(code) => see_other(&code_redirect(&ec, &req, &code), vec![]),
+            Err(e) => error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &ec.env.name,
+                "Sign-in failed",
+                &e.description,
+                None,
+            ),
+        };
     }
     if req.prompt_none {
-        let mut p = vec![("error", "login_required"), ("error_description", "the user is not signed in")];
+        let mut p = vec![
+            ("error", "login_required"),
+            ("error_description", "the user is not signed in"),
+        ];
         if let Some(s) = &req.state {
             p.push(("state", s));
         }
@@ -148,14 +234,41 @@ pub async fn authorize_get(State(app): State<App>, Path(env): Path<String>, RawQ
     let browser = random_handle();
     let params = match serde_json::to_value(&req) {
         Ok(v) => v,
-        Err(_) => return error_page(StatusCode::BAD_REQUEST, &ec.env.name, "Sign-in failed", "the request could not be kept", None),
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &ec.env.name,
+                "Sign-in failed",
+                "the request could not be kept",
+                None,
+            );
+        }
     };
-    if let Err(e) = app.store.create_auth_request(&ec.env.id, &id, &digest(&browser), &params, ec.now.plus_seconds(AUTH_REQUEST_TTL_S)).await {
+    if let Err(e) = app
+        .store
+        .create_auth_request(
+            &ec.env.id,
+            &id,
+            &digest(&browser),
+            &params,
+            ec.now.plus_seconds(AUTH_REQUEST_TTL_S),
+        )
+        .await
+    {
         tracing::error!(error = %e, "cannot store the authorization request");
-        return error_page(StatusCode::SERVICE_UNAVAILABLE, &ec.env.name, "Sign-in is not available", "try again in a moment", None);
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ec.env.name,
+            "Sign-in is not available",
+            "try again in a moment",
+            None,
+        );
     }
     let login = format!("{}/login?req={}", ec.env.issuer, encode(&id));
-    see_other(&login, vec![set_cookie(&ec, FLOW_COOKIE, &browser, AUTH_REQUEST_TTL_S)])
+    see_other(
+        &login,
+        vec![set_cookie(&ec, FLOW_COOKIE, &browser, AUTH_REQUEST_TTL_S)],
+    )
 }
 
 #[derive(Deserialize)]
@@ -164,12 +277,27 @@ pub struct LoginQuery {
 }
 
 /// The pending request `id`, if this browser started it.
-async fn pending(app: &App, ec: &EnvCtx, id: &str, headers: &HeaderMap) -> Result<Request, Response> {
+async fn pending(
+    app: &App,
+    ec: &EnvCtx,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Request, Response> {
     let expired = || {
-        error_page(StatusCode::BAD_REQUEST, &ec.env.name, "This sign-in has expired", "Go back to the application and start again.", None)
+        error_page(
+            StatusCode::BAD_REQUEST,
+            &ec.env.name,
+            "This sign-in has expired",
+            "Go back to the application and start again.",
+            None,
+        )
     };
-    let Ok(Some((browser, params))) = app.store.auth_request(&ec.env.id, id, ec.now).await else { return Err(expired()) };
-    let mine = cookie(headers, FLOW_COOKIE).is_some_and(|c| portcullis_crypto::secrets::constant_time_eq(digest(&c).as_bytes(), browser.as_bytes()));
+    let Ok(Some((browser, params))) = app.store.auth_request(&ec.env.id, id, ec.now).await else {
+        return Err(expired());
+    };
+    let mine = cookie(headers, FLOW_COOKIE).is_some_and(|c| {
+        portcullis_crypto::secrets::constant_time_eq(digest(&c).as_bytes(), browser.as_bytes())
+    });
     if !mine {
         return Err(error_page(
             StatusCode::FORBIDDEN,
@@ -182,24 +310,56 @@ async fn pending(app: &App, ec: &EnvCtx, id: &str, headers: &HeaderMap) -> Resul
     serde_json::from_value(params).map_err(|_| expired())
 }
 
-fn email_page(ec: &EnvCtx, id: &str, email: &str, error: Option<&str>, status: StatusCode) -> Response {
+fn email_page(
+    ec: &EnvCtx,
+    id: &str,
+    email: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let action = format!("{}/login", ec.env.issuer);
-    render(status, "login_email.html", context! { env_name => &ec.env.name, req => id, email, error, action })
+    render(
+        status,
+        "login_email.html",
+        context! { env_name => &ec.env.name, req => id, email, error, action },
+    )
 }
 
-fn password_page(ec: &EnvCtx, id: &str, email: &str, org_name: &str, error: Option<&str>, status: StatusCode) -> Response {
+fn password_page(
+    ec: &EnvCtx,
+    id: &str,
+    email: &str,
+    org_name: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let action = format!("{}/login/password", ec.env.issuer);
-    render(status, "login_password.html", context! { env_name => &ec.env.name, req => id, email, org_name, error, action })
+    render(
+        status,
+        "login_password.html",
+        context! { env_name => &ec.env.name, req => id, email, org_name, error, action },
+    )
 }
 
-pub async fn login_get(State(app): State<App>, Path(env): Path<String>, axum::extract::Query(q): axum::extract::Query<LoginQuery>, headers: HeaderMap) -> Response {
+pub async fn login_get(
+    State(app): State<App>,
+    Path(env): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+    headers: HeaderMap,
+) -> Response {
     let ec = match load_env(&app, &env).await {
         Ok(e) => e,
         Err(r) => return r,
     };
     let id = q.req.unwrap_or_default();
     match pending(&app, &ec, &id, &headers).await {
-        Ok(req) => email_page(&ec, &id, req.login_hint.as_deref().unwrap_or_default(), None, StatusCode::OK),
+        Ok(req) => email_page(
+            &ec,
+            &id,
+            req.login_hint.as_deref().unwrap_or_default(),
+            None,
+            StatusCode::OK,
+        ),
         Err(r) => r,
     }
 }
@@ -213,27 +373,58 @@ pub struct EmailForm {
 fn normalize_email(raw: &str) -> Option<(String, String)> {
     let e = raw.trim().to_ascii_lowercase();
     let (local, domain) = e.rsplit_once('@')?;
-    (!local.is_empty() && local.len() <= 64 && e.len() <= 254 && portcullis_core::validate::domain(domain).is_ok())
-        .then(|| (e.clone(), domain.to_owned()))
+    (!local.is_empty()
+        && local.len() <= 64
+        && e.len() <= 254
+        && portcullis_core::validate::domain(domain).is_ok())
+    .then(|| (e.clone(), domain.to_owned()))
 }
 
 /// Routes an email to its organization: the owner of the domain, which must also be the
 /// `organization` hint when there is one. The `connection` hint must name a connection the
 /// organization has (today: `password`).
-async fn route(app: &App, ec: &EnvCtx, req: &Request, email: &str) -> Result<(String, portcullis_core::model::Organization), &'static str> {
+async fn route(
+    app: &App,
+    ec: &EnvCtx,
+    req: &Request,
+    email: &str,
+) -> Result<(String, portcullis_core::model::Organization), &'static str> {
     let (email, domain) = normalize_email(email).ok_or("Enter a valid email address.")?;
-    let org_id = app.store.organization_by_domain(&ec.env.id, &domain).await.ok().flatten().ok_or("No organization in this environment uses this email domain.")?;
-    if req.organization.as_deref().is_some_and(|o| o != org_id.as_str()) {
-        return Err("This email address does not belong to the organization this application asked for.");
+    let org_id = app
+        .store
+        .organization_by_domain(&ec.env.id, &domain)
+        .await
+        .ok()
+        .flatten()
+        .ok_or("No organization in this environment uses this email domain.")?;
+    if req
+        .organization
+        .as_deref()
+        .is_some_and(|o| o != org_id.as_str())
+    {
+        return Err(
+            "This email address does not belong to the organization this application asked for.",
+        );
     }
     if req.connection.as_deref().is_some_and(|c| c != "password") {
-        return Err("The sign-in method this application asked for is not available for this organization.");
+        return Err(
+            "The sign-in method this application asked for is not available for this organization.",
+        );
     }
-    let org = app.store.get_organization(&ec.env.id, &org_id).await.map_err(|_| "No organization in this environment uses this email domain.")?;
+    let org = app
+        .store
+        .get_organization(&ec.env.id, &org_id)
+        .await
+        .map_err(|_| "No organization in this environment uses this email domain.")?;
     Ok((email, org))
 }
 
-pub async fn login_post(State(app): State<App>, Path(env): Path<String>, headers: HeaderMap, Form(f): Form<EmailForm>) -> Response {
+pub async fn login_post(
+    State(app): State<App>,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<EmailForm>,
+) -> Response {
     let ec = match load_env(&app, &env).await {
         Ok(e) => e,
         Err(r) => return r,
@@ -244,7 +435,13 @@ pub async fn login_post(State(app): State<App>, Path(env): Path<String>, headers
     };
     match route(&app, &ec, &req, &f.email).await {
         Ok((email, org)) => password_page(&ec, &f.req, &email, &org.name, None, StatusCode::OK),
-        Err(msg) => email_page(&ec, &f.req, &f.email, Some(msg), StatusCode::UNPROCESSABLE_ENTITY),
+        Err(msg) => email_page(
+            &ec,
+            &f.req,
+            &f.email,
+            Some(msg),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     }
 }
 
@@ -274,7 +471,15 @@ pub async fn password_post(
     };
     let (email, org) = match route(&app, &ec, &req, &f.email).await {
         Ok(v) => v,
-        Err(msg) => return email_page(&ec, &f.req, &f.email, Some(msg), StatusCode::UNPROCESSABLE_ENTITY),
+        Err(msg) => {
+            return email_page(
+                &ec,
+                &f.req,
+                &f.email,
+                Some(msg),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            );
+        }
     };
     let account_key = format!("{}|{email}", ec.env.id);
     let address_key = format!("{}|{addr}", ec.env.id);
@@ -285,13 +490,38 @@ pub async fn password_post(
         outcome,
         detail: json!({ "email": email, "organization_id": org.id, "client_id": req.client_id, "reason": reason, "reference": reference }),
     };
-    if !app.account_limiter.allowed(&account_key, ec.now) || !app.address_limiter.allowed(&address_key, ec.now) {
+    if !app.account_limiter.allowed(&account_key, ec.now)
+        || !app.address_limiter.allowed(&address_key, ec.now)
+    {
         let r = reference();
-        let _ = app.store.record(&ec.env.id, ec.now, None, audit(Outcome::Failure, "rate_limited", None, &r)).await;
-        return password_page(&ec, &f.req, &email, &org.name, Some("Too many attempts. Wait a few minutes and try again."), StatusCode::TOO_MANY_REQUESTS);
+        let _ = app
+            .store
+            .record(
+                &ec.env.id,
+                ec.now,
+                None,
+                audit(Outcome::Failure, "rate_limited", None, &r),
+            )
+            .await;
+        return password_page(
+            &ec,
+            &f.req,
+            &email,
+            &org.name,
+            Some("Too many attempts. Wait a few minutes and try again."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
     }
-    let found = app.store.user_for_login(&ec.env.id, &email).await.ok().flatten();
-    let ok = app.passwords.verify(&f.password, found.as_ref().map(|(_, h)| h.as_str())).await;
+    let found = app
+        .store
+        .user_for_login(&ec.env.id, &email)
+        .await
+        .ok()
+        .flatten();
+    let ok = app
+        .passwords
+        .verify(&f.password, found.as_ref().map(|(_, h)| h.as_str()))
+        .await;
     let failure = match &found {
         None => Some("unknown_user"),
         Some(_) if !ok => Some("wrong_password"),
@@ -304,42 +534,142 @@ pub async fn password_post(
         app.address_limiter.failed(&address_key, ec.now);
         let r = reference();
         let user = found.as_ref().map(|(u, _)| u.id.to_string());
-        let data = json!({ "email": email, "organization_id": org.id, "reason": reason, "reference": r });
+        let data =
+            json!({ "email": email, "organization_id": org.id, "reason": reason, "reference": r });
         let _ = app
             .store
-            .record(&ec.env.id, ec.now, Some((EventType::PasswordFailed, Some(org.id.clone()), data)), audit(Outcome::Failure, reason, user.as_deref(), &r))
+            .record(
+                &ec.env.id,
+                ec.now,
+                Some((EventType::PasswordFailed, Some(org.id.clone()), data)),
+                audit(Outcome::Failure, reason, user.as_deref(), &r),
+            )
             .await;
-        return password_page(&ec, &f.req, &email, &org.name, Some(WRONG), StatusCode::UNAUTHORIZED);
+        return password_page(
+            &ec,
+            &f.req,
+            &email,
+            &org.name,
+            Some(WRONG),
+            StatusCode::UNAUTHORIZED,
+        );
     }
-    let Some((user, _)) = found else { return password_page(&ec, &f.req, &email, &org.name, Some(WRONG), StatusCode::UNAUTHORIZED) };
+    let Some((user, _)) = found else {
+        return password_page(
+            &ec,
+            &f.req,
+            &email,
+            &org.name,
+            Some(WRONG),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
     app.account_limiter.succeeded(&account_key);
-    complete_sign_in(&app, &ec, &f.req, &req, &user, &org.id, &audit(Outcome::Success, "ok", Some(user.id.as_str()), "")).await
+    complete_sign_in(
+        &app,
+        &ec,
+        &f.req,
+        &req,
+        &user,
+        &org.id,
+        &audit(Outcome::Success, "ok", Some(user.id.as_str()), ""),
+    )
+    .await
 }
 
-async fn complete_sign_in(app: &App, ec: &EnvCtx, id: &str, req: &Request, user: &portcullis_core::oauth::User, org: &OrgId, audit: &NewAudit) -> Response {
-    let fail = |m: &str| error_page(StatusCode::SERVICE_UNAVAILABLE, &ec.env.name, "Sign-in failed", m, None);
+async fn complete_sign_in(
+    app: &App,
+    ec: &EnvCtx,
+    id: &str,
+    req: &Request,
+    user: &portcullis_core::oauth::User,
+    org: &OrgId,
+    audit: &NewAudit,
+) -> Response {
+    let fail = |m: &str| {
+        error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ec.env.name,
+            "Sign-in failed",
+            m,
+            None,
+        )
+    };
     // A pending request completes once: a replayed form post finds it gone.
-    match app.store.complete_auth_request(&ec.env.id, id, ec.now).await {
+    match app
+        .store
+        .complete_auth_request(&ec.env.id, id, ec.now)
+        .await
+    {
         Ok(true) => {}
-        Ok(false) => return error_page(StatusCode::BAD_REQUEST, &ec.env.name, "This sign-in was already completed", "Go back to the application.", None),
+        Ok(false) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &ec.env.name,
+                "This sign-in was already completed",
+                "Go back to the application.",
+                None,
+            );
+        }
         Err(_) => return fail("try again in a moment"),
     }
-    let Some(client) = ClientId::parse(&req.client_id) else { return fail("the client is invalid") };
-    let Ok(client) = app.store.get_client(&ec.env.id, &client).await else { return fail("the application is no longer registered") };
+    let Some(client) = ClientId::parse(&req.client_id) else {
+        return fail("the client is invalid");
+    };
+    let Ok(client) = app.store.get_client(&ec.env.id, &client).await else {
+        return fail("the application is no longer registered");
+    };
     let amr = vec!["pwd".to_owned()];
     let session = random_handle();
-    if app.store.create_session(&ec.env.id, &digest(&session), user.id.as_str(), ec.now, &amr, ec.now.plus_seconds(SESSION_TTL_S)).await.is_err() {
+    if app
+        .store
+        .create_session(
+            &ec.env.id,
+            &digest(&session),
+            user.id.as_str(),
+            ec.now,
+            &amr,
+            ec.now.plus_seconds(SESSION_TTL_S),
+        )
+        .await
+        .is_err()
+    {
         return fail("try again in a moment");
     }
-    let code = match issue_code(&ec.ctx(app), &client, req, user.id.as_str(), org.as_str(), ec.now, &amr).await {
+    let code = match issue_code(
+        &ec.ctx(app),
+        &client,
+        req,
+        user.id.as_str(),
+        org.as_str(),
+        ec.now,
+        &amr,
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => return fail(&e.description),
     };
     let data = json!({ "user_id": user.id, "email": user.email, "organization_id": org, "client_id": client.id });
-    if let Err(e) = app.store.record(&ec.env.id, ec.now, Some((EventType::PasswordSucceeded, Some(org.clone()), data)), audit.clone()).await {
+    if let Err(e) = app
+        .store
+        .record(
+            &ec.env.id,
+            ec.now,
+            Some((EventType::PasswordSucceeded, Some(org.clone()), data)),
+            audit.clone(),
+        )
+        .await
+    {
         tracing::warn!(error = %e, "could not record a successful sign-in");
     }
-    see_other(&code_redirect(ec, req, &code), vec![set_cookie(ec, SESSION_COOKIE, &session, SESSION_TTL_S), set_cookie(ec, FLOW_COOKIE, "", 0)])
+    see_other(
+        &code_redirect(ec, req, &code),
+        vec![
+            set_cookie(ec, SESSION_COOKIE, &session, SESSION_TTL_S),
+            set_cookie(ec, FLOW_COOKIE, "", 0),
+        ],
+    )
 }
 
 #[derive(Deserialize)]
@@ -352,42 +682,78 @@ pub struct LogoutQuery {
 
 /// OIDC RP-Initiated Logout 1.0 §2–3: `post_logout_redirect_uri` is honoured only when it is
 /// registered for the client named by `client_id` or by the `aud` of `id_token_hint`.
-pub async fn logout_get(State(app): State<App>, Path(env): Path<String>, axum::extract::Query(q): axum::extract::Query<LogoutQuery>, headers: HeaderMap) -> Response {
+pub async fn logout_get(
+    State(app): State<App>,
+    Path(env): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogoutQuery>,
+    headers: HeaderMap,
+) -> Response {
     let ec = match load_env(&app, &env).await {
         Ok(e) => e,
         Err(r) => return r,
     };
     let hinted = q.id_token_hint.as_deref().and_then(|t| {
-        ec.keys.infos.iter().find_map(|k| portcullis_crypto::jws::verify_compact(&k.public_jwk, t)).and_then(|c| {
-            (c.get("iss").and_then(|v| v.as_str()) == Some(ec.env.issuer.as_str())).then(|| c.get("aud").and_then(|a| a.as_str()).map(str::to_owned)).flatten()
-        })
+        ec.keys
+            .infos
+            .iter()
+            .find_map(|k| portcullis_crypto::jws::verify_compact(&k.public_jwk, t))
+            .and_then(|c| {
+                (c.get("iss").and_then(|v| v.as_str()) == Some(ec.env.issuer.as_str()))
+                    .then(|| c.get("aud").and_then(|a| a.as_str()).map(str::to_owned))
+                    .flatten()
+            })
     });
     if q.id_token_hint.is_some() && hinted.is_none() {
-        return error_page(StatusCode::BAD_REQUEST, &ec.env.name, "Sign-out request is not valid", "id_token_hint was not issued by this environment.", None);
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            &ec.env.name,
+            "Sign-out request is not valid",
+            "id_token_hint was not issued by this environment.",
+            None,
+        );
     }
-    if let (Some(a), Some(b)) = (&hinted, &q.client_id) {
-        if a != b {
-            return error_page(StatusCode::BAD_REQUEST, &ec.env.name, "Sign-out request is not valid", "client_id does not match id_token_hint.", None);
-        }
+    if let (Some(a), Some(b)) = (&hinted, &q.client_id)
+        && a != b
+    {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            &ec.env.name,
+            "Sign-out request is not valid",
+            "client_id does not match id_token_hint.",
+            None,
+        );
     }
     let target = match &q.post_logout_redirect_uri {
         None => None,
         Some(uri) => {
-            let client = match hinted.or(q.client_id.clone()).and_then(|c| ClientId::parse(&c)) {
+            let client = match hinted
+                .or(q.client_id.clone())
+                .and_then(|c| ClientId::parse(&c))
+            {
                 Some(c) => app.store.get_client(&ec.env.id, &c).await.ok(),
                 None => None,
             };
             match client {
-                Some(c) if c.post_logout_redirect_uris.iter().any(|u| u == uri) => Some(uri.clone()),
+                Some(c) if c.post_logout_redirect_uris.iter().any(|u| u == uri) => {
+                    Some(uri.clone())
+                }
                 _ => {
-                    return error_page(StatusCode::BAD_REQUEST, &ec.env.name, "Sign-out request is not valid",
-                        "post_logout_redirect_uri is not registered for this client (name the client with client_id or id_token_hint).", None);
+                    return error_page(
+                        StatusCode::BAD_REQUEST,
+                        &ec.env.name,
+                        "Sign-out request is not valid",
+                        "post_logout_redirect_uri is not registered for this client (name the client with client_id or id_token_hint).",
+                        None,
+                    );
                 }
             }
         }
     };
     if let Some(raw) = cookie(&headers, SESSION_COOKIE) {
-        let _ = app.store.end_session(&ec.env.id, &digest(&raw), ec.now).await;
+        let _ = app
+            .store
+            .end_session(&ec.env.id, &digest(&raw), ec.now)
+            .await;
     }
     let clear = vec![set_cookie(&ec, SESSION_COOKIE, "", 0)];
     match target {
@@ -399,7 +765,11 @@ pub async fn logout_get(State(app): State<App>, Path(env): Path<String>, axum::e
             see_other(&loc, clear)
         }
         None => {
-            let mut res = render(StatusCode::OK, "message.html", context! { env_name => &ec.env.name, heading => "Signed out", message => "You are signed out." });
+            let mut res = render(
+                StatusCode::OK,
+                "message.html",
+                context! { env_name => &ec.env.name, heading => "Signed out", message => "You are signed out." },
+            );
             for c in clear {
                 res.headers_mut().append(header::SET_COOKIE, c);
             }
@@ -417,18 +787,38 @@ pub struct CallbackQuery {
 }
 
 /// Where the demo client lands: shows the code so a newcomer sees the flow work end to end.
-pub async fn demo_callback_get(State(app): State<App>, Path(env): Path<String>, axum::extract::Query(q): axum::extract::Query<CallbackQuery>) -> Response {
+pub async fn demo_callback_get(
+    State(app): State<App>,
+    Path(env): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<CallbackQuery>,
+) -> Response {
     let ec = match load_env(&app, &env).await {
         Ok(e) => e,
         Err(r) => return r,
     };
     match (q.code, q.error) {
-        (Some(code), _) => render(StatusCode::OK, "message.html", context! {
-            env_name => &ec.env.name, heading => "Signed in", code,
-            message => format!("The application received an authorization code (state {}).", q.state.unwrap_or_default()),
-            hint => "Redeem it at the token endpoint with the demo client's code_verifier within two minutes.",
-        }),
-        (None, Some(e)) => error_page(StatusCode::BAD_REQUEST, &ec.env.name, "Sign-in did not complete", &format!("{e}: {}", q.error_description.unwrap_or_default()), None),
-        (None, None) => error_page(StatusCode::BAD_REQUEST, &ec.env.name, "Nothing to show", "This page receives the demo client's sign-in result.", None),
+        (Some(code), _) => render(
+            StatusCode::OK,
+            "message.html",
+            context! {
+                env_name => &ec.env.name, heading => "Signed in", code,
+                message => format!("The application received an authorization code (state {}).", q.state.unwrap_or_default()),
+                hint => "Redeem it at the token endpoint with the demo client's code_verifier within two minutes.",
+            },
+        ),
+        (None, Some(e)) => error_page(
+            StatusCode::BAD_REQUEST,
+            &ec.env.name,
+            "Sign-in did not complete",
+            &format!("{e}: {}", q.error_description.unwrap_or_default()),
+            None,
+        ),
+        (None, None) => error_page(
+            StatusCode::BAD_REQUEST,
+            &ec.env.name,
+            "Nothing to show",
+            "This page receives the demo client's sign-in result.",
+            None,
+        ),
     }
 }

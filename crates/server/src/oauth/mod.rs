@@ -21,17 +21,29 @@ use crate::keys::EnvKeys;
 
 pub fn routes() -> Router<App> {
     Router::new()
-        .route("/e/{env}/.well-known/openid-configuration", get(openid_configuration_get))
-        .route("/e/{env}/.well-known/oauth-authorization-server", get(oauth_metadata_get))
+        .route(
+            "/e/{env}/.well-known/openid-configuration",
+            get(openid_configuration_get),
+        )
+        .route(
+            "/e/{env}/.well-known/oauth-authorization-server",
+            get(oauth_metadata_get),
+        )
         .route("/e/{env}/oauth2/authorize", get(login::authorize_get))
-        .route("/e/{env}/login", get(login::login_get).post(login::login_post))
+        .route(
+            "/e/{env}/login",
+            get(login::login_get).post(login::login_post),
+        )
         .route("/e/{env}/login/password", post(login::password_post))
         .route("/e/{env}/logout", get(login::logout_get))
         .route("/e/{env}/demo-callback", get(login::demo_callback_get))
         .route("/e/{env}/oauth2/token", post(token::token_post))
         .route("/e/{env}/oauth2/introspect", post(token::introspect_post))
         .route("/e/{env}/oauth2/revoke", post(token::revoke_post))
-        .route("/e/{env}/oauth2/userinfo", get(token::userinfo).post(token::userinfo))
+        .route(
+            "/e/{env}/oauth2/userinfo",
+            get(token::userinfo).post(token::userinfo),
+        )
 }
 
 /// The environment named in the path and its keys, loaded once per request.
@@ -44,19 +56,33 @@ pub struct EnvCtx {
 impl EnvCtx {
     pub async fn load(app: &App, slug: &str) -> Result<Self, OAuthError> {
         let now = app.now();
-        let env = app.environment_cached(slug, now).await.map_err(|e| match e {
-            portcullis_store::StoreError::NotFound(_) => OAuthError::new(ErrorCode::InvalidRequest, "no such environment"),
-            other => other.into(),
-        })?;
+        let env = app
+            .environment_cached(slug, now)
+            .await
+            .map_err(|e| match e {
+                portcullis_store::StoreError::NotFound(_) => {
+                    OAuthError::new(ErrorCode::InvalidRequest, "no such environment")
+                }
+                other => other.into(),
+            })?;
         let keys = app.keys.env_keys(&env.id, now).await.map_err(|e| {
             tracing::error!(error = %e, "signing keys unavailable");
-            OAuthError::new(ErrorCode::ServerError, "the environment's signing keys are unavailable")
+            OAuthError::new(
+                ErrorCode::ServerError,
+                "the environment's signing keys are unavailable",
+            )
         })?;
         Ok(Self { env, keys, now })
     }
 
     pub fn ctx<'a>(&'a self, app: &'a App) -> Ctx<'a> {
-        Ctx { store: &app.store, env: &self.env, signer: &self.keys.active, keys: &self.keys.infos, now: self.now }
+        Ctx {
+            store: &app.store,
+            env: &self.env,
+            signer: &self.keys.active,
+            keys: &self.keys.infos,
+            now: self.now,
+        }
     }
 }
 
@@ -73,19 +99,39 @@ pub fn oauth_error(e: &OAuthError, basic_used: bool) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if e.code == ErrorCode::InvalidClient {
-        let scheme = if basic_used { "Basic realm=\"portcullis\"" } else { "Bearer" };
+        let scheme = if basic_used {
+            "Basic realm=\"portcullis\""
+        } else {
+            "Bearer"
+        };
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
     }
     if e.code == ErrorCode::InvalidToken {
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
     }
-    (status, headers, Json(json!({ "error": e.code.as_str(), "error_description": e.description }))).into_response()
+    (
+        status,
+        headers,
+        Json(json!({ "error": e.code.as_str(), "error_description": e.description })),
+    )
+        .into_response()
 }
 
 async fn metadata(app: App, slug: String, oidc: bool) -> Response {
     match app.environment_cached(&slug, app.now()).await {
-        Ok(env) => ([(header::CACHE_CONTROL, "public, max-age=300")], Json(portcullis_oidc::discovery::metadata(&env, oidc))).into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found", "error_description": "no such environment" }))).into_response(),
+        Ok(env) => (
+            [(header::CACHE_CONTROL, "public, max-age=300")],
+            Json(portcullis_oidc::discovery::metadata(&env, oidc)),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "not_found", "error_description": "no such environment" })),
+        )
+            .into_response(),
     }
 }
 

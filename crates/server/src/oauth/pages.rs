@@ -14,8 +14,14 @@ fn templates() -> &'static Environment<'static> {
         let mut e = Environment::new();
         for (name, src) in [
             ("layout.html", include_str!("../../templates/layout.html")),
-            ("login_email.html", include_str!("../../templates/login_email.html")),
-            ("login_password.html", include_str!("../../templates/login_password.html")),
+            (
+                "login_email.html",
+                include_str!("../../templates/login_email.html"),
+            ),
+            (
+                "login_password.html",
+                include_str!("../../templates/login_password.html"),
+            ),
             ("error.html", include_str!("../../templates/error.html")),
             ("message.html", include_str!("../../templates/message.html")),
         ] {
@@ -33,7 +39,10 @@ pub fn page_headers() -> [(axum::http::HeaderName, &'static str); 4] {
     [
         (header::CACHE_CONTROL, "no-store"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'",
+        ),
         (header::REFERRER_POLICY, "no-referrer"),
     ]
 }
@@ -50,6 +59,16 @@ pub fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response
 }
 
 /// A plain error page with a reference that the audit record carries too.
-pub fn error_page(status: StatusCode, env_name: &str, heading: &str, message: &str, reference: Option<&str>) -> Response {
-    render(status, "error.html", minijinja::context! { env_name, heading, message, reference })
+pub fn error_page(
+    status: StatusCode,
+    env_name: &str,
+    heading: &str,
+    message: &str,
+    reference: Option<&str>,
+) -> Response {
+    render(
+        status,
+        "error.html",
+        minijinja::context! { env_name, heading, message, reference },
+    )
 }

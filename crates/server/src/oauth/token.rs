@@ -18,20 +18,33 @@ use crate::App;
 /// Parses an `application/x-www-form-urlencoded` body; a parameter given twice is an error
 /// (RFC 6749 §3.2).
 fn form(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, OAuthError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-        return Err(OAuthError::request("send the parameters as application/x-www-form-urlencoded"));
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::request(
+            "send the parameters as application/x-www-form-urlencoded",
+        ));
     }
     let mut out = HashMap::new();
     for (k, v) in form_urlencoded::parse(body) {
         if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
-            return Err(OAuthError::request(format!("the parameter {k} is given more than once")));
+            return Err(OAuthError::request(format!(
+                "the parameter {k} is given more than once"
+            )));
         }
     }
     Ok(out)
 }
 
-fn credentials(headers: &HeaderMap, params: &mut HashMap<String, String>) -> Result<Credentials, OAuthError> {
+fn credentials(
+    headers: &HeaderMap,
+    params: &mut HashMap<String, String>,
+) -> Result<Credentials, OAuthError> {
     let basic = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         Some(Ok(h)) => parse_basic(h)?,
         Some(Err(_)) => return Err(OAuthError::client("the Authorization header is not valid")),
@@ -47,17 +60,31 @@ fn credentials(headers: &HeaderMap, params: &mut HashMap<String, String>) -> Res
 }
 
 fn no_store(v: serde_json::Value) -> Response {
-    ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(v)).into_response()
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(v),
+    )
+        .into_response()
 }
 
-pub async fn token_post(State(app): State<App>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token_post(
+    State(app): State<App>,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let basic_used = headers.contains_key(header::AUTHORIZATION);
     let result = async {
         let mut params = form(&headers, &body)?;
         let creds = credentials(&headers, &mut params)?;
         let ec = EnvCtx::load(&app, &env).await?;
-        let res = portcullis_oidc::token::token(&ec.ctx(&app), &TokenRequest { params, creds }).await?;
-        serde_json::to_value(res).map_err(|e| OAuthError::new(ErrorCode::ServerError, e.to_string()))
+        let res =
+            portcullis_oidc::token::token(&ec.ctx(&app), &TokenRequest { params, creds }).await?;
+        serde_json::to_value(res)
+            .map_err(|e| OAuthError::new(ErrorCode::ServerError, e.to_string()))
     }
     .await;
     match result {
@@ -70,22 +97,37 @@ pub async fn token_post(State(app): State<App>, Path(env): Path<String>, headers
 }
 
 /// Both endpoints authenticate the client and read one `token` parameter.
-async fn client_and_token(app: &App, env: &str, headers: &HeaderMap, body: &Bytes) -> Result<(EnvCtx, portcullis_core::oauth::Client, String), OAuthError> {
+async fn client_and_token(
+    app: &App,
+    env: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(EnvCtx, portcullis_core::oauth::Client, String), OAuthError> {
     let mut params = form(headers, body)?;
     let creds = credentials(headers, &mut params)?;
     let ec = EnvCtx::load(app, env).await?;
     let client = authenticate(&ec.ctx(app), &creds).await?;
-    let token = params.remove("token").filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::request("token is required"))?;
+    let token = params
+        .remove("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::request("token is required"))?;
     Ok((ec, client, token))
 }
 
-pub async fn introspect_post(State(app): State<App>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn introspect_post(
+    State(app): State<App>,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let basic_used = headers.contains_key(header::AUTHORIZATION);
     let result = async {
         let (ec, client, token) = client_and_token(&app, &env, &headers, &body).await?;
         if client.auth_method == portcullis_core::oauth::AuthMethod::None {
             // RFC 7662 §4: introspection is for authenticated callers.
-            return Err(OAuthError::client("public clients may not introspect tokens"));
+            return Err(OAuthError::client(
+                "public clients may not introspect tokens",
+            ));
         }
         portcullis_oidc::introspect::introspect(&ec.ctx(&app), &client, &token).await
     }
@@ -96,7 +138,12 @@ pub async fn introspect_post(State(app): State<App>, Path(env): Path<String>, he
     }
 }
 
-pub async fn revoke_post(State(app): State<App>, Path(env): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke_post(
+    State(app): State<App>,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let basic_used = headers.contains_key(header::AUTHORIZATION);
     let result = async {
         let (ec, client, token) = client_and_token(&app, &env, &headers, &body).await?;
@@ -110,13 +157,26 @@ pub async fn revoke_post(State(app): State<App>, Path(env): Path<String>, header
 }
 
 /// OIDC Core §5.3.1: the access token comes as a Bearer header (RFC 6750 §2.1).
-pub async fn userinfo(State(app): State<App>, Path(env): Path<String>, headers: HeaderMap) -> Response {
+pub async fn userinfo(
+    State(app): State<App>,
+    Path(env): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|h| h.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim().to_owned()))
-            .ok_or_else(|| OAuthError::new(ErrorCode::InvalidToken, "send the access token as Authorization: Bearer"))?;
+            .and_then(|h| {
+                h.split_once(' ')
+                    .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, t)| t.trim().to_owned())
+            })
+            .ok_or_else(|| {
+                OAuthError::new(
+                    ErrorCode::InvalidToken,
+                    "send the access token as Authorization: Bearer",
+                )
+            })?;
         let ec = EnvCtx::load(&app, &env).await?;
         portcullis_oidc::introspect::userinfo(&ec.ctx(&app), &token).await
     }

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Token issuance benchmarks (issue 3's benchmark).
+#
+#   bench/token.sh     # RUNS=3 wrk runs of DURATION=10 s per algorithm, CONNECTIONS=64
+#
+# Load generator: wrk (https://github.com/wg/wrk), the Debian package `wrk`:
+#     apt-get install -y wrk
+# The script installs it with apt-get when it is missing and it runs as root (INSTALL_WRK=0 to
+# refuse). Also needs python3, curl and cargo; optionally `openssl` for a cross-check.
+#
+# 1. Raw signing rate: bench/sign-rate (a standalone Cargo package, not a workspace member)
+#    signs a 420-byte JWS signing input with aws-lc-rs — the library, version, key types and calls
+#    the server uses — for 3 s on one thread and 3 s on two, per algorithm. As a labelled
+#    cross-check, `openssl speed` for ecdsap256, ed25519 and rsa2048 (OpenSSL, not aws-lc).
+# 2. Client credentials: a server on SQLite (`serve --demo`, fresh data directory), one
+#    environment per algorithm (ES256, EdDSA, RS256) created through the admin API, each with a
+#    confidential client_secret_basic client; then per algorithm a 2 s warm-up and RUNS runs of
+#    `wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency -s bench/token.lua`
+#    → requests/s, p50 and p99 latency (medians over the runs). wrk runs on the same 2-core machine
+#    as the server and takes CPU from it.
+#    Target (issue 3): ES256 requests/s ≥ 40% of the raw two-core signing rate, taken as
+#    2 × the single-core rate; p99 < 10 ms at 64 connections.
+# 3. Authorization code: bench/authcode_load.py runs full browser flows on the demo environment
+#    (authorize → login page → email → password (Argon2id) → 303 with code → token with PKCE
+#    verifier), a fresh cookie jar per flow, AUTHCODE_CONCURRENCY keep-alive connections,
+#    at most AUTHCODE_FLOWS flows or 15 s per run, RUNS runs → flows/s (median).
+# Everything listens on 127.0.0.1 only; the server is stopped on exit. Prints a JSON summary and
+# writes target/bench/token.json.
+
+source "$(dirname "$0")/lib.sh"
+bench_init
+
+RUNS="${RUNS:-3}"
+DURATION="${DURATION:-10}"
+CONNECTIONS="${CONNECTIONS:-64}"
+WRK_THREADS="${WRK_THREADS:-2}"
+AUTHCODE_FLOWS="${AUTHCODE_FLOWS:-400}"
+AUTHCODE_CONCURRENCY="${AUTHCODE_CONCURRENCY:-4}"
+[ "$DURATION" -le 15 ] || die "DURATION is at most 15 s"
+
+if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" = 0 ] && [ "${INSTALL_WRK:-1}" = 1 ]; then
+        log "installing wrk (apt-get install -y wrk)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >&2 || die "apt-get install wrk failed"
+    else
+        die "wrk is missing: apt-get install -y wrk"
+    fi
+fi
+
+build_release
+SIGN_BIN="$ROOT/target/bench-sign-rate/release/portcullis-bench-sign-rate"
+log "building bench/sign-rate (aws-lc-rs signing rate)"
+(cd "$BENCH_DIR/sign-rate" && CARGO_TARGET_DIR="$ROOT/target/bench-sign-rate" cargo build --release -q >&2) \
+    || die "building bench/sign-rate failed"
+log "$(conditions | tr '\n' ' ')"
+
+mk_tmp SCRATCH
+CLIENT_FALLBACK=0
+
+# --- 1. raw signing rate -------------------------------------------------------------------------
+log "raw signing rate (aws-lc-rs, 3 s per algorithm and thread count)"
+"$SIGN_BIN" 3 2 | tee "$SCRATCH/sign.jsonl" >&2
+if command -v openssl >/dev/null && [ "${OPENSSL_CROSSCHECK:-1}" = 1 ]; then
+    log "cross-check: openssl speed -seconds 3 ecdsap256 ed25519 rsa2048 ($(openssl version))"
+    openssl speed -seconds 3 ecdsap256 ed25519 rsa2048 2>/dev/null >"$SCRATCH/openssl.txt" || true
+    grep -E '^ *(rsa +2048|256 bits ecdsa|253 bits EdDSA)' "$SCRATCH/openssl.txt" >&2 || true
+fi
+
+# --- 2. client credentials -----------------------------------------------------------------------
+mk_tmp DATA
+PORT="$(free_port)"
+start_server "$DATA/data" "$PORT" --demo
+ADMIN_KEY="$(admin_key "$DATA/data")"
+log "server on $SERVER_URL (pid $SERVER_PID), SQLite in $DATA/data"
+
+# make_client ENV_SLUG → sets BASIC (base64 of id:secret)
+make_client() {
+    local env="$1" out id secret
+    if out="$(api POST "/admin/v1/environments/$env/clients" \
+        '{"name":"bench svc","grant_types":["client_credentials"],"scopes":["read"],"token_endpoint_auth_method":"client_secret_basic"}')"; then
+        id="$(echo "$out" | json_get '["id"]')"
+        secret="$(echo "$out" | json_get '["client_secret"]')"
+    elif [ "$(api_status)" = 404 ] || [ "$(api_status)" = 405 ]; then
+        # Fallback while the admin clients endpoint is not routed: bench/clone_client.py copies
+        # the demo service client into this environment in the SQLite database. Labelled in the output.
+        log "  POST /admin/v1/environments/$env/clients answered $(api_status): cloning the demo service client in SQLite (fallback)"
+        CLIENT_FALLBACK=1
+        out="$(python3 "$BENCH_DIR/clone_client.py" "$DATA/data" "$env")" || die "clone_client.py failed"
+        id="${out% *}"
+        secret="${out#* }"
+    else
+        die "POST /admin/v1/environments/$env/clients answered HTTP $(api_status): $out"
+    fi
+    BASIC="$(printf '%s:%s' "$id" "$secret" | base64 -w0)"
+}
+
+run_wrk() { # LABEL DURATION → wrk output in $SCRATCH/wrk-LABEL.txt
+    BENCH_BASIC="$BASIC" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$2s" --latency \
+        -s "$BENCH_DIR/token.lua" "$SERVER_URL/e/$ENV/oauth2/token" >"$SCRATCH/wrk-$1.txt"
+}
+
+for alg in ES256 EdDSA RS256; do
+    ENV="bench-$(echo "$alg" | tr 'A-Z' 'a-z')"
+    api POST /admin/v1/environments "{\"slug\":\"$ENV\",\"signing_alg\":\"$alg\"}" >/dev/null \
+        || die "creating environment $ENV: HTTP $(api_status)"
+    make_client "$ENV"
+    code="$(curl -s -o "$SCRATCH/probe.json" -w '%{http_code}' -H "Authorization: Basic $BASIC" \
+        -d grant_type=client_credentials "$SERVER_URL/e/$ENV/oauth2/token")"
+    [ "$code" = 200 ] || die "token probe on $ENV answered $code: $(cat "$SCRATCH/probe.json")"
+    python3 - "$SCRATCH/probe.json" "$alg" <<'EOF'
+import base64, json, sys
+tok = json.load(open(sys.argv[1]))["access_token"]
+h = json.loads(base64.urlsafe_b64decode(tok.split(".")[0] + "=="))
+assert h["alg"] == sys.argv[2], f"token signed with {h['alg']}, expected {sys.argv[2]}"
+EOF
+    log "client credentials $alg: warm-up 2 s, then $RUNS × ${DURATION}s at $CONNECTIONS connections"
+    run_wrk "$alg-warmup" 2
+    for i in $(seq "$RUNS"); do
+        run_wrk "$alg-$i" "$DURATION"
+        log "  $alg run $i: $(grep -E 'Requests/sec' "$SCRATCH/wrk-$alg-$i.txt" | tr -s ' ')" \
+            "p50 $(awk '$1=="50%" {print $2}' "$SCRATCH/wrk-$alg-$i.txt")" \
+            "p99 $(awk '$1=="99%" {print $2}' "$SCRATCH/wrk-$alg-$i.txt")" \
+            "$(grep -E 'Non-2xx|Socket errors' "$SCRATCH/wrk-$alg-$i.txt" | tr -s ' ' || true)"
+    done
+done
+RSS_AFTER_WRK="$(rss_kib "$SERVER_PID")"
+
+# --- 3. authorization code round trip ------------------------------------------------------------
+log "authorization code round trips: $RUNS runs of ≤$AUTHCODE_FLOWS flows / 15 s, $AUTHCODE_CONCURRENCY connections"
+python3 "$BENCH_DIR/authcode_load.py" "$SERVER_URL" "$DATA/data/demo.txt" 8 2 >/dev/null \
+    || die "authorization code warm-up failed"
+for i in $(seq "$RUNS"); do
+    python3 "$BENCH_DIR/authcode_load.py" "$SERVER_URL" "$DATA/data/demo.txt" "$AUTHCODE_FLOWS" "$AUTHCODE_CONCURRENCY" 15 \
+        >"$SCRATCH/authcode-$i.json" || die "authorization code run $i failed: $(cat "$SCRATCH/authcode-$i.json")"
+    log "  run $i: $(cat "$SCRATCH/authcode-$i.json")"
+done
+stop_server
+
+python3 - "$SCRATCH" "$OUT_DIR/token.json" <<EOF
+import glob, json, os, re, statistics, sys
+d = sys.argv[1]
+def ms(v):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", v)
+    return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+def wrk(path):
+    t = open(path).read()
+    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", t, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    sock = re.search(r"Socket errors: (.*)", t)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)),
+            "p50_ms": ms(lat["50"]), "p99_ms": ms(lat["99"]),
+            "requests": int(re.search(r"(\d+) requests in", t).group(1)),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": sock.group(1) if sock else None}
+sign = {j["alg"]: j for j in map(json.loads, open(os.path.join(d, "sign.jsonl")))}
+openssl = {}
+if os.path.exists(os.path.join(d, "openssl.txt")):
+    for line in open(os.path.join(d, "openssl.txt")):
+        m = re.match(r"\s*rsa\s+2048 bits\s+\S+s\s+\S+s\s+([\d.]+)", line)
+        if m: openssl["RS256"] = float(m.group(1))
+        m = re.match(r"\s*256 bits ecdsa \(nistp256\)\s+\S+s\s+\S+s\s+([\d.]+)", line)
+        if m: openssl["ES256"] = float(m.group(1))
+        m = re.match(r"\s*253 bits EdDSA \(Ed25519\)\s+\S+s\s+\S+s\s+([\d.]+)", line)
+        if m: openssl["EdDSA"] = float(m.group(1))
+out = {"conditions": """$(conditions)""", "wrk": "$(wrk --version 2>&1 | head -1 | cut -c1-60)",
+       "connections": $CONNECTIONS, "wrk_threads": $WRK_THREADS, "duration_s": $DURATION, "runs": $RUNS, "clients_cloned_in_sqlite_fallback": bool($CLIENT_FALLBACK),
+       "server_rss_mib_after_wrk": round($RSS_AFTER_WRK / 1024, 1), "client_credentials": {}}
+for alg in ["ES256", "EdDSA", "RS256"]:
+    runs = [wrk(os.path.join(d, f"wrk-{alg}-{i}.txt")) for i in range(1, $RUNS + 1)]
+    s = sign[alg]["single_core_per_s"]
+    rps = statistics.median(r["rps"] for r in runs)
+    out["client_credentials"][alg] = {
+        "rps_median": rps, "rps_runs": [r["rps"] for r in runs],
+        "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms_median": statistics.median(r["p99_ms"] for r in runs),
+        "p99_ms_runs": [r["p99_ms"] for r in runs],
+        "errors": sum(r["non_2xx"] for r in runs), "socket_errors": [r["socket_errors"] for r in runs],
+        "sign_single_core_per_s": s, "sign_two_threads_measured_per_s": sign[alg]["measured_multi_per_s"],
+        "openssl_sign_single_core_per_s": openssl.get(alg),
+        "share_of_2x_single_core": round(rps / (2 * s), 3),
+    }
+ac = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(d, "authcode-*.json")))]
+out["authorization_code"] = {
+    "flows_per_s_median": statistics.median(a["per_second"] for a in ac),
+    "flows_per_s_runs": [a["per_second"] for a in ac],
+    "flow_p50_ms_median": statistics.median(a["p50_ms"] for a in ac),
+    "flow_p99_ms_median": statistics.median(a["p99_ms"] for a in ac),
+    "concurrency": $AUTHCODE_CONCURRENCY, "flows": [a["flows"] for a in ac],
+    "errors": sum(a["errors"] for a in ac),
+    "step_median_ms": {k: statistics.median(a["step_median_ms"][k] for a in ac) for k in ac[0]["step_median_ms"]},
+}
+json.dump(out, open(sys.argv[2], "w"), indent=1)
+print(json.dumps(out, indent=1))
+EOF
