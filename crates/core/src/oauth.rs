@@ -157,6 +157,10 @@ pub struct GrantData {
     pub org_id: Option<String>,
     pub scope: String,
     pub redirect_uri: String,
+    /// Whether the authorization request named `redirect_uri`: then the token request must name
+    /// the same one (RFC 6749 §4.1.3).
+    #[serde(default)]
+    pub redirect_uri_given: bool,
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub auth_time: i64,

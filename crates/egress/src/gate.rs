@@ -156,28 +156,44 @@ struct ClientKey {
     addrs: Vec<SocketAddr>,
 }
 
-/// Resolves the one pinned name to its checked addresses and any other name (the proxy) through
-/// the system resolver.
+/// Resolves the one pinned name to its checked addresses and the proxy's name through the system
+/// resolver; any other name fails, so a spelling the gate did not check cannot reach DNS.
 struct Pinned {
     host: String,
     addrs: Vec<SocketAddr>,
+    proxy_host: Option<String>,
+}
+
+/// A DNS name as [`Target`] keeps it: lower case, without the root's trailing dot (the HTTP
+/// client sees `example.com.` where the gate checked `example.com`).
+fn normalise(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl reqwest::dns::Resolve for Pinned {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let pinned = (name.as_str() == self.host).then(|| self.addrs.clone());
+        let n = normalise(name.as_str());
+        let pinned = (n == self.host).then(|| self.addrs.clone());
+        let proxy = self.proxy_host.as_deref() == Some(n.as_str());
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = match pinned {
                 Some(a) => a,
-                None => tokio::net::lookup_host(format!("{host}:0"))
+                None if proxy => tokio::net::lookup_host(format!("{host}:0"))
                     .await?
                     .collect(),
+                None => {
+                    return Err(format!("{host} is not the name the egress gate checked").into());
+                }
             };
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
+
+/// Headers that carry credentials: dropped once a redirect leaves the first request's origin,
+/// as browsers and reqwest's own redirect handling do (the gate follows redirects itself).
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
 pub struct EgressGate {
     resolver: Arc<dyn Resolver>,
@@ -259,6 +275,12 @@ impl EgressGate {
             .dns_resolver(Arc::new(Pinned {
                 host: target.host.clone(),
                 addrs: sockets,
+                proxy_host: self
+                    .config
+                    .proxy
+                    .as_deref()
+                    .and_then(|p| url::Url::parse(p).ok())
+                    .and_then(|u| u.host_str().map(normalise)),
             }));
         b = match &self.config.proxy {
             Some(p) => b.proxy(
@@ -288,8 +310,12 @@ impl EgressGate {
         let mut method = req.method.clone();
         let mut url = req.url.clone();
         let mut body = req.body.clone();
+        let mut origin = None;
+        let mut left_origin = false;
         for _ in 0..=self.config.max_redirects {
             let (parsed, target) = Target::parse(&url).map_err(EgressError::BadUrl)?;
+            let here = (target.scheme, target.host.clone(), target.port);
+            left_origin |= *origin.get_or_insert_with(|| here.clone()) != here;
             let addrs = self.addresses(&target).await?;
             let decision = decide(&ctx.policy, &target, purpose, &addrs);
             if !decision.allowed {
@@ -301,6 +327,9 @@ impl EgressGate {
             let client = self.client(ctx, &target, &addrs)?;
             let mut rb = client.request(method.clone(), parsed.clone());
             for (k, v) in &req.headers {
+                if left_origin && CREDENTIAL_HEADERS.iter().any(|c| k.eq_ignore_ascii_case(c)) {
+                    continue;
+                }
                 rb = rb.header(k, v);
             }
             if let Some(b) = &body {

@@ -18,6 +18,8 @@ pub const CODE_TTL_S: i64 = 120;
 pub struct Request {
     pub client_id: String,
     pub redirect_uri: String,
+    #[serde(default)]
+    pub redirect_uri_given: bool,
     pub scope: String,
     pub state: Option<String>,
     pub nonce: Option<String>,
@@ -242,6 +244,7 @@ pub async fn validate(
     let req = Request {
         client_id: client.id.to_string(),
         redirect_uri: redirect_uri.clone(),
+        redirect_uri_given: get("redirect_uri").is_some(),
         scope: requested.join(" "),
         state: state.clone(),
         nonce: get("nonce"),
@@ -289,6 +292,7 @@ pub async fn issue_code(
         org_id: Some(org_id.to_owned()),
         scope: req.scope.clone(),
         redirect_uri: req.redirect_uri.clone(),
+        redirect_uri_given: req.redirect_uri_given,
         nonce: req.nonce.clone(),
         code_challenge: req.code_challenge.clone(),
         auth_time: auth_time.seconds(),

@@ -140,10 +140,18 @@ async fn authorization_code(
     if expires_at <= ctx.now {
         return Err(OAuthError::grant("the authorization code has expired"));
     }
-    if redirect_uri.is_some_and(|r| r != grant.redirect_uri) {
-        return Err(OAuthError::grant(
-            "redirect_uri does not match the authorization request",
-        ));
+    match redirect_uri {
+        Some(r) if r != grant.redirect_uri => {
+            return Err(OAuthError::grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        None if grant.redirect_uri_given => {
+            return Err(OAuthError::grant(
+                "redirect_uri is required: the authorization request named one",
+            ));
+        }
+        _ => {}
     }
     match (&grant.code_challenge, verifier) {
         (Some(c), Some(v)) if pkce_ok(v, c) => {}

@@ -19,6 +19,14 @@ pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}
+
 /// A JSON body; malformed, oversized or unknown-field bodies are 4xx with a precise message.
 pub struct ApiJson<T>(pub T);
 

@@ -114,6 +114,7 @@ pub fn router(app: App) -> Router {
         .merge(oauth::routes())
         .nest("/admin/v1", admin::routes())
         .fallback(extract::not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(track_request))
         .layer(CatchPanicLayer::custom(|_| {

@@ -129,6 +129,28 @@ impl Store {
             return Ok(key);
         }
         let mut tx = self.begin().await?;
+        if key.kind == ApiKeyKind::Admin && key.env_id.is_none() {
+            // The last active global admin key is never revoked: on a site nobody can reach from
+            // outside, that would lock every operator out. Counted inside the transaction (rows
+            // locked on PostgreSQL; SQLite has one writer) so two concurrent revocations of the
+            // last two keys cannot both pass.
+            let lock = if self.backend == crate::Backend::Postgres {
+                " FOR UPDATE"
+            } else {
+                ""
+            };
+            let active: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM api_keys WHERE kind = 'admin' AND env_id IS NULL AND revoked_at IS NULL{lock}"
+            )))
+            .fetch_all(&mut *tx)
+            .await?;
+            if active.iter().all(|a| a == key.id.as_str()) {
+                return Err(StoreError::conflict(
+                    "last_admin_key",
+                    "this is the last active global admin key; create another before revoking it",
+                ));
+            }
+        }
         let n =
             sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id.as_str())

@@ -140,22 +140,6 @@ pub async fn api_key_revoke(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApiKeyView>> {
     let key = visible_key(&app, &admin, &id).await?;
-    if key.kind == ApiKeyKind::Admin && key.env_id.is_none() && key.revoked_at.is_none() {
-        let active_globals = app
-            .store
-            .list_api_keys(None)
-            .await?
-            .iter()
-            .filter(|k| k.kind == ApiKeyKind::Admin && k.env_id.is_none() && k.revoked_at.is_none())
-            .count();
-        if active_globals <= 1 {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "last_admin_key",
-                "this is the last active global admin key; create another before revoking it",
-            ));
-        }
-    }
     let revoked = app
         .store
         .revoke_api_key(&admin.actor(), app.now(), &key.id)

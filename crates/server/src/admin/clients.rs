@@ -207,8 +207,10 @@ pub async fn client_create(
 ) -> ApiResult<(StatusCode, Json<CreatedClient>)> {
     let env = admin.environment(&app, &env).await?;
     let now = app.now();
+    let allow_shared = req.allow_cross_environment_uris;
     let mut client =
         new_client(req, app.store.new_id(now), env.id, now).map_err(ApiError::invalid)?;
+    ensure_uris_not_elsewhere(&app, &client, allow_shared).await?;
     let secret = settle_secret(&mut client, &SystemRandom, now);
     let client = app.store.create_client(&admin.actor(), now, client).await?;
     Ok((StatusCode::CREATED, Json(created(&client, secret))))
@@ -256,7 +258,9 @@ pub async fn client_update(
     let env = admin.environment(&app, &env).await?;
     let before = app.store.get_client(&env.id, &client_id(&client)?).await?;
     let now = app.now();
+    let allow_shared = req.allow_cross_environment_uris;
     let mut after = patch_client(&before, req, now).map_err(ApiError::invalid)?;
+    ensure_uris_not_elsewhere(&app, &after, allow_shared).await?;
     let secret = settle_secret(&mut after, &SystemRandom, now);
     let after = app
         .store
@@ -301,4 +305,42 @@ pub async fn client_delete(
         .delete_client(&admin.actor(), app.now(), &env.id, &client_id(&client)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Environment isolation at run time: a redirect or logout URI registered by a client of another
+/// environment is refused unless the request explicitly allows it.
+async fn ensure_uris_not_elsewhere(app: &App, client: &Client, allow: bool) -> ApiResult<()> {
+    if allow {
+        return Ok(());
+    }
+    let mine: Vec<&String> = client
+        .redirect_uris
+        .iter()
+        .chain(&client.post_logout_redirect_uris)
+        .collect();
+    for other in app
+        .store
+        .all_clients()
+        .await?
+        .iter()
+        .filter(|c| c.env_id != client.env_id)
+    {
+        if let Some(u) = other
+            .redirect_uris
+            .iter()
+            .chain(&other.post_logout_redirect_uris)
+            .find(|u| mine.contains(u))
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "uri_in_other_environment",
+                format!(
+                    "the URI {u} is already registered in environment {}: environments share no callbacks \
+                     (set allow_cross_environment_uris to override, and expect `isolation check` to report it)",
+                    other.env_id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

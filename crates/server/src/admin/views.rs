@@ -381,6 +381,10 @@ pub struct CreatedClient {
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
     pub name: String,
+    /// Allow redirect or logout URIs that another environment also registers. Refused by
+    /// default: a callback shared by two deployment boundaries lets one receive the other's codes.
+    #[serde(default)]
+    pub allow_cross_environment_uris: bool,
     /// `confidential` (default) or `public`.
     pub kind: Option<String>,
     /// `client_secret_basic` (default for confidential clients), `client_secret_post`,
@@ -416,6 +420,10 @@ pub struct CreateClient {
 #[serde(deny_unknown_fields)]
 pub struct UpdateClient {
     pub name: Option<String>,
+    /// Allow redirect or logout URIs that another environment also registers. Refused by
+    /// default: a callback shared by two deployment boundaries lets one receive the other's codes.
+    #[serde(default)]
+    pub allow_cross_environment_uris: bool,
     /// Changing the kind without a method picks the kind's default method.
     pub kind: Option<String>,
     /// A change to `client_secret_basic`/`client_secret_post` from a method without a secret

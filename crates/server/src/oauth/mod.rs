@@ -87,7 +87,7 @@ impl EnvCtx {
 }
 
 /// RFC 6749 §5.2: JSON error, 400 (401 with a challenge for `invalid_client`), never cached.
-pub fn oauth_error(e: &OAuthError, basic_used: bool) -> Response {
+pub fn oauth_error(e: &OAuthError) -> Response {
     let status = match e.code {
         ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
         ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
@@ -98,13 +98,13 @@ pub fn oauth_error(e: &OAuthError, basic_used: bool) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    // A 401 carries a challenge (RFC 9110 §15.5.2); RFC 6749 §5.2 asks for the scheme the client
+    // used, and Basic is the scheme this endpoint supports whatever the client tried.
     if e.code == ErrorCode::InvalidClient {
-        let scheme = if basic_used {
-            "Basic realm=\"portcullis\""
-        } else {
-            "Bearer"
-        };
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"portcullis\""),
+        );
     }
     if e.code == ErrorCode::InvalidToken {
         headers.insert(

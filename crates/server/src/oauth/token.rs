@@ -76,7 +76,6 @@ pub async fn token_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let basic_used = headers.contains_key(header::AUTHORIZATION);
     let result = async {
         let mut params = form(&headers, &body)?;
         let creds = credentials(&headers, &mut params)?;
@@ -91,7 +90,7 @@ pub async fn token_post(
         Ok(v) => no_store(v),
         Err(e) => {
             tracing::info!(env = %env, error = %e.code.as_str(), description = %e.description, "token request refused");
-            oauth_error(&e, basic_used)
+            oauth_error(&e)
         }
     }
 }
@@ -120,7 +119,6 @@ pub async fn introspect_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let basic_used = headers.contains_key(header::AUTHORIZATION);
     let result = async {
         let (ec, client, token) = client_and_token(&app, &env, &headers, &body).await?;
         if client.auth_method == portcullis_core::oauth::AuthMethod::None {
@@ -134,7 +132,7 @@ pub async fn introspect_post(
     .await;
     match result {
         Ok(v) => no_store(v),
-        Err(e) => oauth_error(&e, basic_used),
+        Err(e) => oauth_error(&e),
     }
 }
 
@@ -144,7 +142,6 @@ pub async fn revoke_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let basic_used = headers.contains_key(header::AUTHORIZATION);
     let result = async {
         let (ec, client, token) = client_and_token(&app, &env, &headers, &body).await?;
         portcullis_oidc::introspect::revoke(&ec.ctx(&app), &client, &token).await
@@ -152,7 +149,7 @@ pub async fn revoke_post(
     .await;
     match result {
         Ok(()) => no_store(serde_json::json!({})),
-        Err(e) => oauth_error(&e, basic_used),
+        Err(e) => oauth_error(&e),
     }
 }
 
@@ -183,6 +180,6 @@ pub async fn userinfo(
     .await;
     match result {
         Ok(v) => no_store(v),
-        Err(e) => oauth_error(&e, false),
+        Err(e) => oauth_error(&e),
     }
 }
