@@ -348,7 +348,7 @@ pub fn render(rows: &[Dependency], format: &str) -> Result<String, String> {
                     .to_owned()
                     + "\n"
             };
-            let mut out = line(HEADERS[..6].iter().copied().collect());
+            let mut out = line(HEADERS[..6].to_vec());
             for r in &all {
                 out += &line(r[..6].iter().map(String::as_str).collect());
             }
