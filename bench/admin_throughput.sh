@@ -30,7 +30,8 @@ N="${N:-2000}"
 CONCURRENCY="${CONCURRENCY:-8}"
 RUNS="${RUNS:-3}"
 build_release
-log "$(conditions | tr '\n' ' ')"
+COND="$(conditions)"
+log "$(echo "$COND" | tr '\n' ' ')"
 
 mk_tmp SCRATCH
 RESULTS="$SCRATCH/results.jsonl"
@@ -72,7 +73,7 @@ run_backend postgres-async --database-url "postgres://postgres@127.0.0.1:$PGPORT
 python3 - "$RESULTS" "$OUT_DIR/admin_throughput.json" "$PG_VERSION" <<EOF
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-out = {"conditions": """$(conditions)""", "n": $N, "concurrency": $CONCURRENCY, "runs": $RUNS,
+out = {"conditions": """$COND""", "n": $N, "concurrency": $CONCURRENCY, "runs": $RUNS,
        "postgres_version": sys.argv[3], "backends": {}}
 for b in ["sqlite", "postgres", "postgres-async"]:
     rs = [r["result"] for r in rows if r["backend"] == b]

@@ -117,6 +117,17 @@ if t:
     w("")
     w("Requests/s per run: " + "; ".join(f"{alg}: {', '.join(fmt(x, 0) for x in c['rps_runs'])}" for alg, c in t["client_credentials"].items())
       + ". Errors (non-2xx): " + ", ".join(f"{alg} {c['errors']}" for alg, c in t["client_credentials"].items()) + ".\n")
+    ref = t.get("reference")
+    if ref:
+        w("Reference endpoints under the same wrk settings (same server, same run), to read the figures above against:\n")
+        w("| Endpoint | Requests/s | p50 | p99 | What it costs the server |")
+        w("|---|---|---|---|---|")
+        what = {"healthz": "HTTP, routing, metrics middleware only — the ceiling of this harness on this machine",
+                "jwks": "the same plus one SQLite read (the environment row, not cached on this route)"}
+        path = {"healthz": "`GET /healthz`", "jwks": "`GET /e/bench-es256/jwks.json`"}
+        for k, v in ref.items():
+            w(f"| {path[k]} | {fmt(v['rps_median'], 0)} | {fmt(v['p50_ms_median'], 2)} ms | {fmt(v['p99_ms_median'], 2)} ms | {what[k]} |")
+        w("")
     ac = t["authorization_code"]
     w("### Authorization code round trip\n")
     w(f"`bench/authcode_load.py` (run by `bench/token.sh`): {ac['concurrency']} keep-alive connections, each repeating the whole "

@@ -18,6 +18,9 @@
 #    `wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency -s bench/token.lua`
 #    → requests/s, p50 and p99 latency (medians over the runs). wrk runs on the same 2-core machine
 #    as the server and takes CPU from it.
+#    Then, for reference under the same wrk settings, RUNS × REF_DURATION (5) s of GET /healthz
+#    (the HTTP ceiling of this machine with wrk beside the server) and GET /e/{env}/jwks.json
+#    (one SQLite read per request).
 #    Target (issue 3): ES256 requests/s ≥ 40% of the raw two-core signing rate, taken as
 #    2 × the single-core rate; p99 < 10 ms at 64 connections.
 # 3. Authorization code: bench/authcode_load.py runs full browser flows on the demo environment
@@ -52,7 +55,8 @@ SIGN_BIN="$ROOT/target/bench-sign-rate/release/portcullis-bench-sign-rate"
 log "building bench/sign-rate (aws-lc-rs signing rate)"
 (cd "$BENCH_DIR/sign-rate" && CARGO_TARGET_DIR="$ROOT/target/bench-sign-rate" cargo build --release -q >&2) \
     || die "building bench/sign-rate failed"
-log "$(conditions | tr '\n' ' ')"
+COND="$(conditions)"
+log "$(echo "$COND" | tr '\n' ' ')"
 
 mk_tmp SCRATCH
 CLIENT_FALLBACK=0
@@ -125,6 +129,20 @@ EOF
 done
 RSS_AFTER_WRK="$(rss_kib "$SERVER_PID")"
 
+# Reference points under the same wrk settings, to read the figures above against: the ceiling
+# of this machine's HTTP path with wrk beside the server (GET /healthz: no storage, no crypto),
+# and one uncached SQLite read per request (GET /e/{env}/jwks.json reads the environment row).
+REF_DURATION="${REF_DURATION:-5}"
+log "reference endpoints: $RUNS × ${REF_DURATION}s each of /healthz and /e/bench-es256/jwks.json"
+for ref in healthz jwks; do
+    path=/healthz
+    [ "$ref" = jwks ] && path=/e/bench-es256/jwks.json
+    for i in $(seq "$RUNS"); do
+        wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${REF_DURATION}s" --latency "$SERVER_URL$path" >"$SCRATCH/ref-$ref-$i.txt"
+        log "  $path run $i: $(grep -E 'Requests/sec' "$SCRATCH/ref-$ref-$i.txt" | tr -s ' ')"
+    done
+done
+
 # --- 3. authorization code round trip ------------------------------------------------------------
 log "authorization code round trips: $RUNS runs of ≤$AUTHCODE_FLOWS flows / 15 s, $AUTHCODE_CONCURRENCY connections"
 python3 "$BENCH_DIR/authcode_load.py" "$SERVER_URL" "$DATA/data/demo.txt" 8 2 >/dev/null \
@@ -162,7 +180,7 @@ if os.path.exists(os.path.join(d, "openssl.txt")):
         if m: openssl["ES256"] = float(m.group(1))
         m = re.match(r"\s*253 bits EdDSA \(Ed25519\)\s+\S+s\s+\S+s\s+([\d.]+)", line)
         if m: openssl["EdDSA"] = float(m.group(1))
-out = {"conditions": """$(conditions)""", "wrk": "$(wrk --version 2>&1 | head -1 | cut -c1-60)",
+out = {"conditions": """$COND""", "wrk": "$(wrk --version 2>&1 | head -1 | cut -c1-60)",
        "connections": $CONNECTIONS, "wrk_threads": $WRK_THREADS, "duration_s": $DURATION, "runs": $RUNS, "clients_cloned_in_sqlite_fallback": bool($CLIENT_FALLBACK),
        "server_rss_mib_after_wrk": round($RSS_AFTER_WRK / 1024, 1), "client_credentials": {}}
 for alg in ["ES256", "EdDSA", "RS256"]:
@@ -179,6 +197,13 @@ for alg in ["ES256", "EdDSA", "RS256"]:
         "openssl_sign_single_core_per_s": openssl.get(alg),
         "share_of_2x_single_core": round(rps / (2 * s), 3),
     }
+out["reference"] = {}
+for ref in ["healthz", "jwks"]:
+    runs = [wrk(os.path.join(d, f"ref-{ref}-{i}.txt")) for i in range(1, $RUNS + 1)]
+    out["reference"][ref] = {"rps_median": statistics.median(r["rps"] for r in runs), "rps_runs": [r["rps"] for r in runs],
+                             "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
+                             "p99_ms_median": statistics.median(r["p99_ms"] for r in runs),
+                             "errors": sum(r["non_2xx"] for r in runs), "duration_s": $REF_DURATION}
 ac = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(d, "authcode-*.json")))]
 out["authorization_code"] = {
     "flows_per_s_median": statistics.median(a["per_second"] for a in ac),

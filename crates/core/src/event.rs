@@ -46,6 +46,20 @@ pub enum EventType {
     EgressPolicyUpdated,
     #[serde(rename = "egress.denied")]
     EgressDenied,
+    #[serde(rename = "connection.created")]
+    ConnectionCreated,
+    #[serde(rename = "connection.updated")]
+    ConnectionUpdated,
+    #[serde(rename = "connection.activated")]
+    ConnectionActivated,
+    #[serde(rename = "connection.deactivated")]
+    ConnectionDeactivated,
+    #[serde(rename = "connection.deleted")]
+    ConnectionDeleted,
+    #[serde(rename = "authentication.sso_succeeded")]
+    SsoSucceeded,
+    #[serde(rename = "authentication.sso_failed")]
+    SsoFailed,
 }
 
 impl EventType {
@@ -69,6 +83,13 @@ impl EventType {
         Self::CodeReuseDetected,
         Self::EgressPolicyUpdated,
         Self::EgressDenied,
+        Self::ConnectionCreated,
+        Self::ConnectionUpdated,
+        Self::ConnectionActivated,
+        Self::ConnectionDeactivated,
+        Self::ConnectionDeleted,
+        Self::SsoSucceeded,
+        Self::SsoFailed,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +112,13 @@ impl EventType {
             Self::CodeReuseDetected => "token.code_reuse_detected",
             Self::EgressPolicyUpdated => "egress_policy.updated",
             Self::EgressDenied => "egress.denied",
+            Self::ConnectionCreated => "connection.created",
+            Self::ConnectionUpdated => "connection.updated",
+            Self::ConnectionActivated => "connection.activated",
+            Self::ConnectionDeactivated => "connection.deactivated",
+            Self::ConnectionDeleted => "connection.deleted",
+            Self::SsoSucceeded => "authentication.sso_succeeded",
+            Self::SsoFailed => "authentication.sso_failed",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

@@ -111,6 +111,10 @@ prefixed_id!(/// A local (password) user.
     UserId, "user");
 prefixed_id!(/// A pending authorization request.
     AuthRequestId, "authreq");
+prefixed_id!(/// An SSO connection of an organization.
+    ConnectionId, "conn");
+prefixed_id!(/// A profile yielded by an SSO connection.
+    ProfileId, "prof");
 prefixed_id!(/// A refresh-token family (one sign-in's grant to one client).
     FamilyId, "grant");
 

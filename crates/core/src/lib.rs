@@ -12,6 +12,7 @@ pub mod ids;
 pub mod model;
 pub mod oauth;
 pub mod secret;
+pub mod sso;
 pub mod validate;
 
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};

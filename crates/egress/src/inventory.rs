@@ -85,6 +85,7 @@ pub struct EnvConfig<'a> {
     pub env: &'a Environment,
     pub policy: &'a Policy,
     pub clients: &'a [Client],
+    pub connections: &'a [portcullis_core::sso::Connection],
 }
 
 /// Scheme, host and port of a URL, without resolving anything.
@@ -230,11 +231,120 @@ pub fn service_rows(cfg: &EnvConfig<'_>) -> Vec<Dependency> {
     ]
 }
 
+/// SSO connections: the IdP's sign-in page (front channel), our callback (inbound), and for OIDC
+/// the token endpoint (outbound, through the gate); metadata and keys are replaced by uploads and
+/// pinned keys.
+pub fn connection_rows(cfg: &EnvConfig<'_>) -> Vec<Dependency> {
+    use portcullis_core::sso::ConnectionType;
+    let mut out = Vec::new();
+    for c in cfg.connections {
+        let component = Component {
+            kind: "connection".into(),
+            id: c.id.to_string(),
+            name: format!("{} ({})", c.name, c.state.as_str()),
+        };
+        let s = |k: &str| {
+            c.config
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match c.kind {
+            ConnectionType::Oidc => {
+                let (auth, token, issuer) = (
+                    s("authorization_endpoint"),
+                    s("token_endpoint"),
+                    s("issuer"),
+                );
+                out.push(row(
+                    Kind::Redirect,
+                    component.clone(),
+                    Direction::FrontChannel,
+                    &auth,
+                    Verdict::Allowed,
+                    "front channel: the browser goes to the IdP's sign-in page".into(),
+                ));
+                let cb = format!("{}/sso/oidc/{}/callback", cfg.env.issuer, c.id);
+                out.push(row(
+                    Kind::Callback,
+                    component.clone(),
+                    Direction::Inbound,
+                    &cb,
+                    Verdict::Inbound,
+                    "the browser returns from the IdP".into(),
+                ));
+                let (v, d) = outbound_verdict(cfg.policy, cfg.env, &token, Purpose::TokenExchange);
+                out.push(row(
+                    Kind::TokenExchange,
+                    component.clone(),
+                    Direction::Outbound,
+                    &token,
+                    v,
+                    d,
+                ));
+                out.push(row(
+                    Kind::JwksFetch,
+                    component.clone(),
+                    Direction::Outbound,
+                    &issuer,
+                    Verdict::Internalised,
+                    "the IdP's signing keys are pinned in the connection; nothing is fetched"
+                        .into(),
+                ));
+                out.push(row(
+                    Kind::MetadataFetch,
+                    component.clone(),
+                    Direction::Outbound,
+                    &issuer,
+                    Verdict::Replaced,
+                    "endpoints configured by hand; no discovery request".into(),
+                ));
+            }
+            ConnectionType::Saml => {
+                let sso = c
+                    .config
+                    .pointer("/idp/sso_url")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                if !sso.is_empty() {
+                    out.push(row(
+                        Kind::Redirect,
+                        component.clone(),
+                        Direction::FrontChannel,
+                        &sso,
+                        Verdict::Allowed,
+                        "front channel: the browser carries the AuthnRequest to the IdP".into(),
+                    ));
+                }
+                let acs = format!("{}/sso/saml/{}/acs", cfg.env.issuer, c.id);
+                out.push(row(Kind::Callback, component.clone(), Direction::Inbound, &acs, Verdict::Inbound, "the browser posts the IdP's Response (POST binding: no server-to-server traffic)".into()));
+                let origin = if sso.is_empty() {
+                    acs.clone()
+                } else {
+                    sso.clone()
+                };
+                out.push(row(
+                    Kind::MetadataFetch,
+                    component.clone(),
+                    Direction::Outbound,
+                    &origin,
+                    Verdict::Replaced,
+                    "IdP metadata imported from a file or request body".into(),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Every dependency of the environment, sorted for stable output.
 pub fn inventory(cfg: &EnvConfig<'_>) -> Vec<Dependency> {
     let mut rows = Vec::new();
     rows.extend(service_rows(cfg));
     rows.extend(client_rows(cfg));
+    rows.extend(connection_rows(cfg));
     rows.sort_by(|a, b| {
         (a.kind, &a.component.kind, &a.component.id, &a.url).cmp(&(
             b.kind,

@@ -209,13 +209,34 @@ pub fn parse(text: &str) -> Result<Policy, PolicyError> {
     })?;
     validate(&policy).map_err(|mut e| {
         if let Some(r) = &e.rule {
-            e.line = text
-                .find(&format!("\"{r}\""))
-                .map(|i| text[..i].lines().count().max(1));
+            // The failing rule is the first whose prefix of the policy fails (each rule is checked
+            // against those before it): a duplicated id, or an id that is also an earlier rule's
+            // host, must not send the reader to the wrong rule.
+            let index = (0..policy.rules.len()).find(|&j| {
+                policy.rules[j].id == *r
+                    && validate(&Policy {
+                        rules: policy.rules[..=j].to_vec(),
+                        ..Policy::default()
+                    })
+                    .is_err()
+            });
+            let at = match index {
+                Some(j) => id_keys(text).nth(j),
+                None => text.find(&format!("\"{r}\"")),
+            };
+            e.line = at.map(|i| text[..i].matches('\n').count() + 1);
         }
         e
     })?;
     Ok(policy)
+}
+
+/// Byte offsets of the `"id"` keys in a policy text, one per rule in order (only rules have an
+/// `id`, and a string followed by `:` is a key).
+fn id_keys(text: &str) -> impl Iterator<Item = usize> + '_ {
+    text.match_indices("\"id\"")
+        .filter(|(i, _)| text[i + 4..].trim_start().starts_with(':'))
+        .map(|(i, _)| i)
 }
 
 /// Checks a policy's rules: IDs unique and well-formed, hosts, ports, purposes, duplicates.
@@ -293,6 +314,21 @@ mod tests {
 
     fn rule(json: &str) -> Result<Policy, PolicyError> {
         parse(&format!(r#"{{"rules": [{json}]}}"#))
+    }
+
+    #[test]
+    fn errors_name_the_line_of_the_failing_rule() {
+        let text = "{\"rules\": [\n  {\"id\": \"a\", \"host\": \"b\", \"purposes\": [\"webhook\"]},\n  {\"id\": \"b\", \"host\": \"*.com\", \"purposes\": [\"webhook\"]},\n  {\"id\": \"a\", \"host\": \"c\", \"purposes\": [\"webhook\"]}\n]}";
+        let e = parse(text).unwrap_err();
+        assert_eq!(
+            e.line,
+            Some(3),
+            "{e}: rule b is on line 3, not where \"b\" first appears"
+        );
+        let text = text.replace("*.com", "d");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}: the second rule \"a\"");
+        assert!(e.message.contains("used by an earlier rule"), "{e}");
     }
 
     #[test]

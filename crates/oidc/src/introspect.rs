@@ -34,6 +34,54 @@ pub fn profile_claims(user: &User, granted: &[String]) -> Value {
     c
 }
 
+/// The claims of a signed-in subject — a local user (`user_…`) or an SSO profile (`prof_…`) —
+/// or `None` when it no longer exists or is disabled. A profile always carries its organization,
+/// connection, IdP subject and groups; email and names follow the scopes.
+pub async fn subject_claims(
+    ctx: &Ctx<'_>,
+    sub: &str,
+    granted: &[String],
+) -> Result<Option<Value>, OAuthError> {
+    if let Some(uid) = UserId::parse(sub) {
+        return match ctx.store.get_user(&ctx.env.id, &uid).await {
+            Ok(u) if u.disabled_at.is_none() => Ok(Some(profile_claims(&u, granted))),
+            Ok(_) | Err(portcullis_store::StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let Some(pid) = portcullis_core::ids::ProfileId::parse(sub) else {
+        return Ok(None);
+    };
+    let p = match ctx.store.get_profile(&ctx.env.id, &pid).await {
+        Ok(p) => p,
+        Err(portcullis_store::StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut c = json!({ "org_id": p.org_id, "connection_id": p.connection_id, "idp_id": p.idp_id, "groups": p.groups });
+    if granted.iter().any(|s| s == "email") {
+        if let Some(e) = &p.email {
+            c["email"] = json!(e);
+        }
+    }
+    if granted.iter().any(|s| s == "profile") {
+        if let Some(f) = &p.first_name {
+            c["given_name"] = json!(f);
+        }
+        if let Some(l) = &p.last_name {
+            c["family_name"] = json!(l);
+        }
+        let name = [p.first_name.as_deref(), p.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !name.is_empty() {
+            c["name"] = json!(name);
+        }
+    }
+    Ok(Some(c))
+}
+
 /// RFC 7662 §2.2. Inactive (`{"active": false}`) for anything that is not a current token of
 /// this environment: expired, revoked, from another environment, or not ours at all.
 pub async fn introspect(ctx: &Ctx<'_>, client: &Client, token: &str) -> Result<Value, OAuthError> {
@@ -133,20 +181,9 @@ pub async fn userinfo(ctx: &Ctx<'_>, access_token: &str) -> Result<Value, OAuthE
         .get("sub")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let uid = UserId::parse(sub).ok_or_else(|| {
-        OAuthError::new(ErrorCode::InvalidToken, "the token's subject is not a user")
-    })?;
-    let user = match ctx.store.get_user(&ctx.env.id, &uid).await {
-        Ok(u) if u.disabled_at.is_none() => u,
-        Ok(_) | Err(portcullis_store::StoreError::NotFound(_)) => {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidToken,
-                "the user is no longer active",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = profile_claims(&user, &granted);
-    out["sub"] = json!(user.id);
+    let mut out = subject_claims(ctx, sub, &granted)
+        .await?
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidToken, "the user is no longer active"))?;
+    out["sub"] = json!(sub);
     Ok(out)
 }

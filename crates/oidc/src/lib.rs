@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod password;
 pub mod ratelimit;
 pub mod token;
+pub mod upstream;
 
 use portcullis_core::Timestamp;
 use portcullis_core::model::{Environment, SigningKeyInfo};

@@ -12,7 +12,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_core::audit::{NewAudit, Outcome};
 use portcullis_core::event::EventType;
-use portcullis_core::ids::{PrefixedId, UserId};
 use portcullis_core::oauth::{Client, GrantData, GrantType};
 use portcullis_store::Redeem;
 use serde::Serialize;
@@ -219,18 +218,15 @@ async fn issue_user_tokens(
     family_id: &str,
     with_refresh: bool,
 ) -> Result<TokenResponse, OAuthError> {
-    let user_id = UserId::parse(&grant.user_id)
-        .ok_or_else(|| OAuthError::grant("the grant's user is invalid"))?;
-    let user = match ctx.store.get_user(&ctx.env.id, &user_id).await {
-        Ok(u) if u.disabled_at.is_none() => u,
-        Ok(_) => return Err(OAuthError::grant("the user is disabled")),
-        Err(portcullis_store::StoreError::NotFound(_)) => {
-            return Err(OAuthError::grant("the user no longer exists"));
-        }
-        Err(e) => return Err(e.into()),
+    let granted = scopes(&grant.scope);
+    let Some(profile) = crate::introspect::subject_claims(ctx, &grant.user_id, &granted).await?
+    else {
+        return Err(OAuthError::grant(
+            "the user no longer exists or is disabled",
+        ));
     };
     let claims = AccessClaims {
-        sub: user.id.to_string(),
+        sub: grant.user_id.clone(),
         client_id: client.id.to_string(),
         aud: ctx.env.issuer.clone(),
         scope: grant.scope.clone(),
@@ -242,14 +238,12 @@ async fn issue_user_tokens(
     };
     let ttl = client.lifetimes.access_token;
     let (access_token, _) = mint_access_token(ctx, &claims, ttl).map_err(internal)?;
-    let granted = scopes(&grant.scope);
     let id_token = if granted.iter().any(|s| s == "openid") {
-        let profile = crate::introspect::profile_claims(&user, &granted);
         Some(
             mint_id_token(
                 ctx,
                 &IdTokenInput {
-                    sub: user.id.as_str(),
+                    sub: &grant.user_id,
                     client_id: client.id.as_str(),
                     nonce: grant.nonce.as_deref(),
                     auth_time: grant.auth_time,

@@ -13,6 +13,7 @@
 
 mod api_keys;
 mod clients;
+mod connections;
 mod egress;
 mod envs;
 mod grants;
@@ -30,6 +31,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use api_keys::NewApiKey;
 pub use clients::{client_json, parse_grants};
+pub use connections::{ConnectionChange, connection_json};
 pub use egress::{PolicyChange, StoredPolicy};
 pub use envs::NewEnvironment;
 pub use grants::{Family, NewCode, Redeem, SessionRow};

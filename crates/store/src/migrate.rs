@@ -24,6 +24,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "egress",
         include_str!("../migrations/sqlite/0003_egress.sql"),
     ),
+    (
+        4,
+        "connections",
+        include_str!("../migrations/sqlite/0004_connections.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -40,6 +45,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "egress",
         include_str!("../migrations/postgres/0003_egress.sql"),
+    ),
+    (
+        4,
+        "connections",
+        include_str!("../migrations/postgres/0004_connections.sql"),
     ),
 ];
 

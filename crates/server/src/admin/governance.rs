@@ -211,10 +211,12 @@ fn reqwest_get() -> portcullis_egress::gate::Method {
 async fn rows(app: &App, env: &Environment) -> ApiResult<(Policy, Vec<Dependency>, Vec<Finding>)> {
     let policy = policy_of(app, env).await?;
     let clients = app.store.list_clients(&env.id).await?;
+    let connections = app.store.list_connections(&env.id, None).await?;
     let cfg = EnvConfig {
         env,
         policy: &policy,
         clients: &clients,
+        connections: &connections,
     };
     let rows = inventory(&cfg);
     let findings = policy_findings(&cfg, &rows);

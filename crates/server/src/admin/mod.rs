@@ -4,6 +4,7 @@
 mod api_keys;
 mod client_rules;
 mod clients;
+mod connections;
 pub(crate) mod envs;
 mod governance;
 mod logs;
@@ -21,6 +22,7 @@ use crate::App;
 pub fn routes() -> Router<App> {
     Router::new()
         .merge(governance::routes())
+        .merge(connections::routes())
         .route("/openapi.json", get(openapi::openapi_get))
         .route(
             "/environments",
@@ -89,4 +91,5 @@ pub fn routes() -> Router<App> {
         .route("/audit/verify", get(logs::global_audit_verify))
 }
 
+pub(crate) use connections::secrets_aad as connection_secrets_aad;
 pub(crate) use envs::create_environment;

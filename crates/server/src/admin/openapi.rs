@@ -41,5 +41,6 @@ impl utoipa::Modify for BearerAuth {
 pub async fn openapi_get() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = AdminApi::openapi();
     doc.merge(super::governance::GovernanceApi::openapi());
+    doc.merge(super::connections::ConnectionsApi::openapi());
     Json(doc)
 }

@@ -380,15 +380,17 @@ fn normalize_email(raw: &str) -> Option<(String, String)> {
     .then(|| (e.clone(), domain.to_owned()))
 }
 
-/// Routes an email to its organization: the owner of the domain, which must also be the
-/// `organization` hint when there is one. The `connection` hint must name a connection the
-/// organization has (today: `password`).
-async fn route(
-    app: &App,
-    ec: &EnvCtx,
-    req: &Request,
-    email: &str,
-) -> Result<(String, portcullis_core::model::Organization), &'static str> {
+/// Where an email leads: the organization's SSO connection, or its password connection.
+enum Route {
+    Password(String, portcullis_core::model::Organization),
+    Sso(String, portcullis_core::sso::Connection),
+}
+
+/// Routes an email to its organization — the owner of the domain, which must also be the
+/// `organization` hint when there is one — and to a connection: the `connection` hint
+/// (`password`, or a `conn_…` of that organization), else the organization's active SSO
+/// connection, else its password connection.
+async fn route(app: &App, ec: &EnvCtx, req: &Request, email: &str) -> Result<Route, &'static str> {
     let (email, domain) = normalize_email(email).ok_or("Enter a valid email address.")?;
     let org_id = app
         .store
@@ -406,17 +408,61 @@ async fn route(
             "This email address does not belong to the organization this application asked for.",
         );
     }
-    if req.connection.as_deref().is_some_and(|c| c != "password") {
-        return Err(
-            "The sign-in method this application asked for is not available for this organization.",
-        );
-    }
     let org = app
         .store
         .get_organization(&ec.env.id, &org_id)
         .await
         .map_err(|_| "No organization in this environment uses this email domain.")?;
-    Ok((email, org))
+    let active: Vec<_> = app
+        .store
+        .list_connections(&ec.env.id, Some(&org.id))
+        .await
+        .map_err(|_| "Sign-in is not available; try again in a moment.")?
+        .into_iter()
+        .filter(|c| c.state == portcullis_core::sso::ConnectionState::Active)
+        .collect();
+    let unavailable =
+        "The sign-in method this application asked for is not available for this organization.";
+    match req.connection.as_deref() {
+        Some("password") => Ok(Route::Password(email, org)),
+        Some(c) => active
+            .into_iter()
+            .find(|x| x.id.as_str() == c)
+            .map(|x| Route::Sso(email, x))
+            .ok_or(unavailable),
+        None => Ok(match active.into_iter().next() {
+            Some(c) => Route::Sso(email, c),
+            None => Route::Password(email, org),
+        }),
+    }
+}
+
+/// Helpers the SSO module shares.
+pub async fn pending_request(
+    app: &App,
+    ec: &EnvCtx,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Request, Response> {
+    pending(app, ec, id, headers).await
+}
+
+pub fn see_other_to(location: &str) -> Response {
+    see_other(location, vec![])
+}
+
+pub fn code_redirect_for(ec: &EnvCtx, req: &Request, code: &str) -> String {
+    code_redirect(ec, req, code)
+}
+
+pub fn fail_page(ec: &EnvCtx, message: &str, reference: Option<&str>) -> Response {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        &ec.env.name,
+        "Sign-in did not complete",
+        message,
+        reference,
+    )
 }
 
 pub async fn login_post(
@@ -434,7 +480,12 @@ pub async fn login_post(
         Err(r) => return r,
     };
     match route(&app, &ec, &req, &f.email).await {
-        Ok((email, org)) => password_page(&ec, &f.req, &email, &org.name, None, StatusCode::OK),
+        Ok(Route::Password(email, org)) => {
+            password_page(&ec, &f.req, &email, &org.name, None, StatusCode::OK)
+        }
+        Ok(Route::Sso(email, conn)) => {
+            super::sso::start(&app, &ec, &conn, &f.req, &req, Some(&email)).await
+        }
         Err(msg) => email_page(
             &ec,
             &f.req,
@@ -470,7 +521,18 @@ pub async fn password_post(
         Err(r) => return r,
     };
     let (email, org) = match route(&app, &ec, &req, &f.email).await {
-        Ok(v) => v,
+        Ok(Route::Password(email, org)) => (email, org),
+        // An organization with an active SSO connection signs in there; its local accounts stay
+        // reachable through the `connection=password` hint (break-glass).
+        Ok(Route::Sso(..)) => {
+            return email_page(
+                &ec,
+                &f.req,
+                &f.email,
+                Some("This organization signs in through its identity provider."),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            );
+        }
         Err(msg) => {
             return email_page(
                 &ec,

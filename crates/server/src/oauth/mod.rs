@@ -3,6 +3,7 @@
 
 mod login;
 pub mod pages;
+pub mod sso;
 mod token;
 
 use axum::Json;
@@ -37,6 +38,10 @@ pub fn routes() -> Router<App> {
         .route("/e/{env}/login/password", post(login::password_post))
         .route("/e/{env}/logout", get(login::logout_get))
         .route("/e/{env}/demo-callback", get(login::demo_callback_get))
+        .route(
+            "/e/{env}/sso/oidc/{conn}/callback",
+            get(sso::oidc_callback_get),
+        )
         .route("/e/{env}/oauth2/token", post(token::token_post))
         .route("/e/{env}/oauth2/introspect", post(token::introspect_post))
         .route("/e/{env}/oauth2/revoke", post(token::revoke_post))

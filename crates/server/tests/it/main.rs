@@ -36,6 +36,7 @@ mod admin;
 mod bad_input;
 mod browser;
 mod clients_users;
+mod governance;
 mod health;
 mod oauth;
 mod restart;

@@ -1,0 +1,348 @@
+//! `/admin/v1/environments/{env}/…/connections`: SSO connections of organizations.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use portcullis_core::event::EventType;
+use portcullis_core::ids::{ConnectionId, OrgId, PrefixedId};
+use portcullis_core::sso::{Connection, ConnectionState, ConnectionType};
+use portcullis_crypto::SystemRandom;
+use portcullis_oidc::upstream::UpstreamConfig;
+use portcullis_store::ConnectionChange;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::App;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Admin, ApiJson};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    /// `saml` or `oidc`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    /// For `oidc`: the upstream IdP (endpoints by hand, signing keys pinned: no fetch at sign-in).
+    #[schema(value_type = Object)]
+    pub oidc: Option<Value>,
+    /// The upstream client secret for `oidc` (sealed at rest; never returned).
+    pub client_secret: Option<String>,
+    /// For `saml`: `allow_idp_initiated`, `allow_sha1`, `sign_requests`, `skew_seconds`,
+    /// `attribute_mapping`, `idp_initiated_client_id`, `idp_initiated_redirect_uri`. The IdP side
+    /// comes from metadata (PUT …/saml-metadata) or from `idp` fields set by hand.
+    #[schema(value_type = Object)]
+    pub saml: Option<Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionView {
+    pub id: String,
+    pub object: String,
+    pub organization_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    /// `draft`, `active` or `inactive`.
+    pub state: String,
+    #[schema(value_type = Object)]
+    pub config: Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Connection> for ConnectionView {
+    fn from(c: &Connection) -> Self {
+        Self {
+            id: c.id.to_string(),
+            object: "connection".into(),
+            organization_id: c.org_id.to_string(),
+            kind: c.kind.as_str().into(),
+            name: c.name.clone(),
+            state: c.state.as_str().into(),
+            config: c.config.clone(),
+            created_at: c.created_at.to_rfc3339(),
+            updated_at: c.updated_at.to_rfc3339(),
+        }
+    }
+}
+
+/// The associated data binding a connection's sealed secrets to it.
+pub fn secrets_aad(c: &ConnectionId, env: &str) -> String {
+    format!("connection|{c}|{env}")
+}
+
+fn check_upstream(v: &Value) -> ApiResult<UpstreamConfig> {
+    let cfg: UpstreamConfig =
+        serde_json::from_value(v.clone()).map_err(|e| ApiError::invalid(format!("oidc: {e}")))?;
+    for (name, url) in [
+        ("issuer", &cfg.issuer),
+        ("authorization_endpoint", &cfg.authorization_endpoint),
+        ("token_endpoint", &cfg.token_endpoint),
+    ] {
+        portcullis_core::validate::base_url(url.trim_end_matches('/'))
+            .map_err(|e| ApiError::invalid(format!("oidc.{name}: {e}")))?;
+    }
+    let keys = cfg
+        .jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            ApiError::invalid("oidc.jwks must be {\"keys\": [...]}: the IdP's signing keys, pinned")
+        })?;
+    if keys.is_empty() || keys.len() > 20 {
+        return Err(ApiError::invalid("oidc.jwks holds 1 to 20 keys"));
+    }
+    for k in keys {
+        if portcullis_crypto::jws::jwk_alg(k).is_none() {
+            return Err(ApiError::invalid(
+                "oidc.jwks: every key must be an EC P-256, Ed25519 or RSA public key",
+            ));
+        }
+        if ["d", "p", "q", "k"].iter().any(|m| k.get(m).is_some()) {
+            return Err(ApiError::invalid(
+                "oidc.jwks: private key material is refused",
+            ));
+        }
+    }
+    if let Some(a) = cfg
+        .allowed_algs
+        .iter()
+        .find(|a| !matches!(a.as_str(), "ES256" | "RS256" | "EdDSA"))
+    {
+        return Err(ApiError::invalid(format!(
+            "oidc.allowed_algs: {a:?} is not supported (ES256, RS256, EdDSA)"
+        )));
+    }
+    Ok(cfg)
+}
+
+fn seal(app: &App, id: &ConnectionId, env: &str, secrets: &Value) -> ApiResult<Vec<u8>> {
+    app.keys
+        .master()
+        .seal(
+            &SystemRandom,
+            &secrets_aad(id, env),
+            secrets.to_string().as_bytes(),
+        )
+        .map_err(|e| ApiError::internal("seal", e))
+}
+
+#[utoipa::path(post, path = "/admin/v1/environments/{env}/organizations/{org}/connections", tag = "connections",
+    request_body = CreateConnection,
+    params(("env" = String, Path, description = "Environment ID or slug"), ("org" = String, Path)),
+    responses((status = 201, body = ConnectionView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn connection_create(
+    State(app): State<App>,
+    admin: Admin,
+    Path((env, org)): Path<(String, String)>,
+    ApiJson(req): ApiJson<CreateConnection>,
+) -> ApiResult<(StatusCode, Json<ConnectionView>)> {
+    let env = admin.environment(&app, &env).await?;
+    let org =
+        OrgId::parse(&org).ok_or_else(|| ApiError::not_found(format!("organization {org}")))?;
+    let org = app.store.get_organization(&env.id, &org).await?;
+    portcullis_core::validate::name(&req.name).map_err(ApiError::invalid)?;
+    let now = app.now();
+    let id: ConnectionId = app.store.new_id(now);
+    let kind = ConnectionType::parse(&req.kind).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "type must be \"saml\" or \"oidc\", not {:?}",
+            req.kind
+        ))
+    })?;
+    let (config, secrets) = match kind {
+        ConnectionType::Oidc => {
+            let v = req.oidc.ok_or_else(|| {
+                ApiError::invalid("an oidc connection needs its \"oidc\" settings")
+            })?;
+            check_upstream(&v)?;
+            let secret = req
+                .client_secret
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| ApiError::invalid("an oidc connection needs client_secret"))?;
+            (
+                v,
+                Some(seal(
+                    &app,
+                    &id,
+                    env.id.as_str(),
+                    &json!({ "client_secret": secret }),
+                )?),
+            )
+        }
+        ConnectionType::Saml => {
+            let (config, secrets) = crate::oauth::sso::new_saml_config(
+                &app,
+                &id,
+                env.id.as_str(),
+                req.saml.unwrap_or(json!({})),
+                now,
+            )?;
+            (config, Some(secrets))
+        }
+    };
+    let c = Connection {
+        id,
+        env_id: env.id.clone(),
+        org_id: org.id,
+        kind,
+        name: req.name,
+        state: ConnectionState::Draft,
+        config,
+        sealed_secrets: secrets,
+        created_at: now,
+        updated_at: now,
+    };
+    let c = app.store.create_connection(&admin.actor(), now, c).await?;
+    Ok((StatusCode::CREATED, Json(ConnectionView::from(&c))))
+}
+
+#[utoipa::path(get, path = "/admin/v1/environments/{env}/organizations/{org}/connections", tag = "connections",
+    params(("env" = String, Path, description = "Environment ID or slug"), ("org" = String, Path)),
+    responses((status = 200, body = Object)))]
+pub async fn connections_list(
+    State(app): State<App>,
+    admin: Admin,
+    Path((env, org)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let env = admin.environment(&app, &env).await?;
+    let org =
+        OrgId::parse(&org).ok_or_else(|| ApiError::not_found(format!("organization {org}")))?;
+    app.store.get_organization(&env.id, &org).await?;
+    let list = app.store.list_connections(&env.id, Some(&org)).await?;
+    Ok(Json(
+        json!({ "object": "list", "data": list.iter().map(ConnectionView::from).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn load(app: &App, admin: &Admin, env: &str, conn: &str) -> ApiResult<Connection> {
+    let env = admin.environment(app, env).await?;
+    let id = ConnectionId::parse(conn)
+        .ok_or_else(|| ApiError::not_found(format!("connection {conn}")))?;
+    Ok(app.store.get_connection(&env.id, &id).await?)
+}
+
+#[utoipa::path(get, path = "/admin/v1/environments/{env}/connections/{conn}", tag = "connections",
+    params(("env" = String, Path, description = "Environment ID or slug"), ("conn" = String, Path)),
+    responses((status = 200, body = ConnectionView), (status = 404, body = ErrorBody)))]
+pub async fn connection_get(
+    State(app): State<App>,
+    admin: Admin,
+    Path((env, conn)): Path<(String, String)>,
+) -> ApiResult<Json<ConnectionView>> {
+    Ok(Json(ConnectionView::from(
+        &load(&app, &admin, &env, &conn).await?,
+    )))
+}
+
+/// Why a connection cannot be activated yet, if anything is missing.
+fn incomplete(c: &Connection) -> Option<String> {
+    match c.kind {
+        ConnectionType::Oidc => check_upstream(&c.config).err().map(|e| e.message),
+        ConnectionType::Saml => crate::oauth::sso::saml_incomplete(c),
+    }
+}
+
+async fn set_state(
+    app: &App,
+    admin: &Admin,
+    env: &str,
+    conn: &str,
+    state: ConnectionState,
+) -> ApiResult<Json<ConnectionView>> {
+    let before = load(app, admin, env, conn).await?;
+    if before.state == state {
+        return Ok(Json(ConnectionView::from(&before)));
+    }
+    if state == ConnectionState::Active {
+        if let Some(why) = incomplete(&before) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "connection_incomplete",
+                format!("the connection cannot be activated: {why}"),
+            ));
+        }
+    }
+    let (kind, action) = match state {
+        ConnectionState::Active => (EventType::ConnectionActivated, "connection.activate"),
+        _ => (EventType::ConnectionDeactivated, "connection.deactivate"),
+    };
+    let after = Connection {
+        state,
+        ..before.clone()
+    };
+    let c = app
+        .store
+        .update_connection(
+            &admin.actor(),
+            app.now(),
+            &before,
+            after,
+            ConnectionChange {
+                kind,
+                action,
+                detail: json!({ "state": state, "previous_state": before.state }),
+            },
+        )
+        .await?;
+    Ok(Json(ConnectionView::from(&c)))
+}
+
+#[utoipa::path(post, path = "/admin/v1/environments/{env}/connections/{conn}/activate", tag = "connections",
+    params(("env" = String, Path, description = "Environment ID or slug"), ("conn" = String, Path)),
+    responses((status = 200, body = ConnectionView), (status = 409, body = ErrorBody)))]
+pub async fn connection_activate(
+    State(app): State<App>,
+    admin: Admin,
+    Path((env, conn)): Path<(String, String)>,
+) -> ApiResult<Json<ConnectionView>> {
+    set_state(&app, &admin, &env, &conn, ConnectionState::Active).await
+}
+
+#[utoipa::path(post, path = "/admin/v1/environments/{env}/connections/{conn}/deactivate", tag = "connections",
+    params(("env" = String, Path, description = "Environment ID or slug"), ("conn" = String, Path)),
+    responses((status = 200, body = ConnectionView)))]
+pub async fn connection_deactivate(
+    State(app): State<App>,
+    admin: Admin,
+    Path((env, conn)): Path<(String, String)>,
+) -> ApiResult<Json<ConnectionView>> {
+    set_state(&app, &admin, &env, &conn, ConnectionState::Inactive).await
+}
+
+pub fn routes() -> axum::Router<App> {
+    use axum::routing::{get, post, put};
+    axum::Router::new()
+        .route(
+            "/environments/{env}/organizations/{org}/connections",
+            get(connections_list).post(connection_create),
+        )
+        .route(
+            "/environments/{env}/connections/{conn}",
+            get(connection_get),
+        )
+        .route(
+            "/environments/{env}/connections/{conn}/activate",
+            post(connection_activate),
+        )
+        .route(
+            "/environments/{env}/connections/{conn}/deactivate",
+            post(connection_deactivate),
+        )
+        .route(
+            "/environments/{env}/connections/{conn}/saml-metadata",
+            put(crate::oauth::sso::saml_metadata_put),
+        )
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    connection_create,
+    connections_list,
+    connection_get,
+    connection_activate,
+    connection_deactivate
+))]
+pub struct ConnectionsApi;
