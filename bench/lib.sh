@@ -190,5 +190,6 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2)
 
 conditions() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); nproc: $(nproc); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "source: commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo ' plus uncommitted changes in crates/')"
     echo "cpu: $(awk -F: '/model name/ {gsub(/^ /,"",$2); print $2; exit}' /proc/cpuinfo); kernel: $(uname -r)"
 }

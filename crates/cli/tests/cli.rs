@@ -750,3 +750,329 @@ async fn bootstrap_key_demo_json_logs_and_ctrl_c() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Governance: policy check, isolation check, policy diff, egress set, inventory
+
+/// Replaces the egress policy of `env` (at version `version`) through the admin API.
+async fn put_policy(s: &TestServer, env: &str, doc: Value) {
+    let (status, v) = s
+        .request(
+            reqwest::Method::PUT,
+            &format!("/admin/v1/environments/{env}/egress-policy"),
+            Some(ADMIN_KEY),
+            Some(&doc),
+        )
+        .await;
+    assert!(status.is_success(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_check_exits_0_when_clean_and_1_with_findings() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (status, v) = s
+        .admin_post("/environments", json!({ "slug": "site" }))
+        .await;
+    assert!(status.is_success(), "{v}");
+    let r = run(client(&s, &["policy", "check", "--env", "site"])).await;
+    r.ok();
+    assert_eq!(r.stdout, "## Policy check\n\nNo findings.\n");
+
+    put_policy(
+        &s,
+        "site",
+        json!({ "version": 0, "rules": [
+            { "id": "idp", "host": "idp.example.com", "purposes": ["jwks_fetch"] },
+        ] }),
+    )
+    .await;
+    let r = run(client(&s, &["policy", "check", "--env", "site"])).await;
+    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("| unused_rule | site | rule idp |")
+            && r.stdout.contains("| isolated_egress | site | policy |"),
+        "{}",
+        r.stdout
+    );
+    let r = run(client(
+        &s,
+        &["policy", "check", "--format", "json"], // every environment
+    ))
+    .await;
+    assert_eq!(r.code, 1);
+    let v = r.json();
+    assert_eq!(v["ok"], false);
+    let codes: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["unused_rule", "isolated_egress"]);
+
+    // Waived: clean again.
+    put_policy(
+        &s,
+        "site",
+        json!({ "version": 1, "rules": [
+            { "id": "idp", "host": "idp.example.com", "purposes": ["jwks_fetch"] },
+        ], "waivers": [
+            { "finding": "isolated_egress", "reason": "CHG-1: IdP keys through the DMZ" },
+            { "finding": "unused_rule", "rule": "idp", "reason": "CHG-1: connection configured next week" },
+        ] }),
+    )
+    .await;
+    run(client(&s, &["policy", "check", "--env", "site"]))
+        .await
+        .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_check_exits_1_on_a_shared_redirect_uri() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    for slug in ["alpha", "beta"] {
+        let (status, v) = s.admin_post("/environments", json!({ "slug": slug })).await;
+        assert!(status.is_success(), "{v}");
+    }
+    let uri = "https://app.shared.example/cb";
+    let (status, v) = s
+        .admin_post(
+            "/environments/alpha/clients",
+            json!({ "name": "App", "redirect_uris": [uri] }),
+        )
+        .await;
+    assert!(status.is_success(), "{v}");
+    let r = run(client(&s, &["isolation", "check"])).await;
+    r.ok();
+    assert!(r.stdout.contains("No findings."), "{}", r.stdout);
+
+    let (status, v) = s
+        .admin_post(
+            "/environments/beta/clients",
+            json!({ "name": "App", "redirect_uris": [uri], "allow_cross_environment_uris": true }),
+        )
+        .await;
+    assert!(status.is_success(), "{v}");
+    let r = run(client(&s, &["isolation", "check"])).await;
+    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains(&format!("| shared_redirect_uri | alpha,beta | {uri} |")),
+        "{}",
+        r.stdout
+    );
+    let r = run(client(&s, &["isolation", "check", "--json"])).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json()["ok"], false);
+    assert_eq!(r.json()["findings"][0]["code"], "shared_redirect_uri");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_diff_lists_added_and_removed_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old.json");
+    let new = tmp.path().join("new.json");
+    std::fs::write(
+        &old,
+        r#"{"version": 3, "rules": [
+  {"id": "idp", "host": "idp.example.com", "purposes": ["jwks_fetch"]},
+  {"id": "legacy", "scheme": "http", "host": "hooks.example.com", "port": 8080, "purposes": ["webhook"]}
+]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &new,
+        r#"{"version": 3, "rules": [
+  {"id": "idp", "host": "idp.example.com", "purposes": ["jwks_fetch"]},
+  {"id": "hooks", "host": "hooks.example.com", "port": 8443, "purposes": ["webhook"]}
+]}"#,
+    )
+    .unwrap();
+    let (o, n) = (old.to_str().unwrap(), new.to_str().unwrap());
+    // Offline: no server, no key.
+    let r = run(portcullis(&["policy", "diff", o, n])).await;
+    r.ok();
+    assert_eq!(
+        r.stdout,
+        "| change | rule | path | effect |\n|---|---|---|---|\n\
+         | removed | legacy | http://hooks.example.com:8080 | closes http://hooks.example.com:8080 for webhook |\n\
+         | added | hooks | https://hooks.example.com:8443 | opens https://hooks.example.com:8443 for webhook |\n"
+    );
+    let r = run(portcullis(&["policy", "diff", o, n, "--format", "json"])).await;
+    r.ok();
+    let changes: Vec<(String, String)> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().to_owned(),
+                c["rule"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("removed".to_owned(), "legacy".to_owned()),
+            ("added".to_owned(), "hooks".to_owned())
+        ]
+    );
+    let r = run(portcullis(&["policy", "diff", o, o])).await;
+    r.ok();
+    assert_eq!(r.stdout, "No changes.\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_set_with_an_invalid_file_exits_2_naming_the_line() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (status, v) = s
+        .admin_post("/environments", json!({ "slug": "site" }))
+        .await;
+    assert!(status.is_success(), "{v}");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("policy.json");
+    for (text, line, reason) in [
+        (
+            "{\n  \"version\": 0,\n  \"rules\": [\n    {\"id\": \"wide\",\n     \"host\": \"*.com\",\n     \"purposes\": [\"webhook\"]}\n  ]\n}\n",
+            4,
+            "wildcard broader than one label",
+        ),
+        (
+            "{\n  \"version\": 0,\n  \"rules\": [\n    {\"id\": \"a\", \"host\": \"a.example.com\",\n     \"purposes\": [\"webhook\"], \"colour\": \"red\"}\n  ]\n}\n",
+            5,
+            "unknown field `colour`",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let r = run(client(
+            &s,
+            &["egress", "set", "--env", "site", file.to_str().unwrap()],
+        ))
+        .await;
+        let err = r.input_error();
+        assert!(
+            err.contains(&format!("line {line}"))
+                && err.contains(reason)
+                && err.contains("policy.json"),
+            "{err}"
+        );
+    }
+    let r = run(client(&s, &["egress", "show", "--env", "site", "--json"])).await;
+    r.ok();
+    assert_eq!(
+        r.json(),
+        json!({ "version": 0, "rules": [], "waivers": [] })
+    );
+
+    // A valid file: the new version and what it opens.
+    std::fs::write(
+        &file,
+        r#"{"version": 0, "rules": [{"id": "idp", "host": "idp.example.com", "purposes": ["jwks_fetch"]}]}"#,
+    )
+    .unwrap();
+    let r = run(client(
+        &s,
+        &["egress", "set", "--env", "site", file.to_str().unwrap()],
+    ))
+    .await;
+    r.ok();
+    assert_eq!(
+        r.stdout,
+        "policy of site is now version 1\n  added idp: opens https://idp.example.com:443 for jwks_fetch\n"
+    );
+    // Applying the same file again is a stale version: exit 2, the server's code.
+    let r = run(client(
+        &s,
+        &["egress", "set", "--env", "site", file.to_str().unwrap()],
+    ))
+    .await;
+    assert!(r.input_error().contains("version_conflict"));
+    // `egress test`: exit 0 when allowed, 1 when refused; the URL under test receives nothing
+    // (the admin request, with its key, goes to --url only).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    put_policy(
+        &s,
+        "site",
+        json!({ "version": 1, "rules": [
+            { "id": "lo", "scheme": "http", "cidr": "127.0.0.0/8", "port": port, "purposes": ["webhook"] },
+        ] }),
+    )
+    .await;
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let r = run(client(&s, &["egress", "test", "--env", "site", &hook])).await;
+    r.ok();
+    assert_eq!(
+        r.stdout,
+        format!("{hook} for webhook: ALLOWED\n  127.0.0.1  allowed by rule lo\n")
+    );
+    assert_eq!(
+        listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "nothing connected to the URL under test"
+    );
+    let r = run(client(
+        &s,
+        &[
+            "egress",
+            "test",
+            "--env",
+            "site",
+            "http://169.254.169.254/latest/meta-data/",
+            "--purpose",
+            "metadata_fetch",
+        ],
+    ))
+    .await;
+    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("http://169.254.169.254/latest/meta-data/ for metadata_fetch: REFUSED\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_as_csv_starts_with_its_header() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (status, v) = s
+        .admin_post("/environments", json!({ "slug": "site" }))
+        .await;
+    assert!(status.is_success(), "{v}");
+    let (status, v) = s
+        .admin_post(
+            "/environments/site/clients",
+            json!({ "name": "Portal, main", "redirect_uris": ["https://portal.plant.internal/cb"] }),
+        )
+        .await;
+    assert!(status.is_success(), "{v}");
+    let r = run(client(
+        &s,
+        &["inventory", "--env", "site", "--format", "csv"],
+    ))
+    .await;
+    r.ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "kind,component,direction,path,decision,detail,name"
+    );
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert!(
+        lines[1].starts_with("redirect,client client_")
+            && lines[1].contains(",front_channel,https://portal.plant.internal:443,allowed,")
+            && lines[1].ends_with(",\"Portal, main\""),
+        "{}",
+        lines[1]
+    );
+    let r = run(client(
+        &s,
+        &["inventory", "--env", "site", "--format", "yaml"],
+    ))
+    .await;
+    assert!(r.input_error().contains("unknown format"));
+}

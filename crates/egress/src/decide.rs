@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::addr::special;
-use crate::policy::{Policy, Purpose, Scheme};
+use crate::policy::{Policy, Purpose, Rule, Scheme};
 
 /// Where a URL points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,15 +76,9 @@ pub struct Decision {
     pub refusal: Option<String>,
 }
 
-/// Decides for `target` reached at `addresses` for `purpose`. Every address must be allowed:
-/// a name that resolves to a public and a private address is refused.
-pub fn decide(
-    policy: &Policy,
-    target: &Target,
-    purpose: Purpose,
-    addresses: &[IpAddr],
-) -> Decision {
-    let candidates: Vec<_> = policy
+/// The rules that could allow `target` for `purpose`, before any address is known.
+fn candidates<'a>(policy: &'a Policy, target: &Target, purpose: Purpose) -> Vec<&'a Rule> {
+    policy
         .rules
         .iter()
         .filter(|r| {
@@ -94,7 +88,24 @@ pub fn decide(
                 // A host rule names DNS names; an IP literal is reached only through a CIDR rule.
                 && (r.host.is_none() || (target.ip.is_none() && r.host_matches(&target.host)))
         })
-        .collect();
+        .collect()
+}
+
+/// Whether any rule could allow `target` for `purpose`. When none can, the gate refuses without
+/// resolving the name: in an isolated network a DNS query is traffic too.
+pub fn covered(policy: &Policy, target: &Target, purpose: Purpose) -> bool {
+    !candidates(policy, target, purpose).is_empty()
+}
+
+/// Decides for `target` reached at `addresses` for `purpose`. Every address must be allowed:
+/// a name that resolves to a public and a private address is refused.
+pub fn decide(
+    policy: &Policy,
+    target: &Target,
+    purpose: Purpose,
+    addresses: &[IpAddr],
+) -> Decision {
+    let candidates = candidates(policy, target, purpose);
     let missing = format!(
         "no rule allows {} for {} (a rule needs scheme {}, host {}, port {} and purpose {})",
         target.display(),
@@ -130,7 +141,9 @@ pub fn decide(
             }
         })
         .collect();
-    let refusal = if addresses.is_empty() {
+    let refusal = if candidates.is_empty() {
+        Some(missing)
+    } else if addresses.is_empty() {
         Some(format!("{} does not resolve to any address", target.host))
     } else {
         per.iter().find_map(|d| d.refused.clone())

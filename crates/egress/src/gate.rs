@@ -230,13 +230,21 @@ impl EgressGate {
         purpose: Purpose,
     ) -> Result<Decision, EgressError> {
         let (_, target) = Target::parse(url).map_err(EgressError::BadUrl)?;
-        let addrs = self.addresses(&target).await?;
+        let addrs = self.addresses(policy, &target, purpose).await?;
         Ok(decide(policy, &target, purpose, &addrs))
     }
 
-    async fn addresses(&self, t: &Target) -> Result<Vec<IpAddr>, EgressError> {
+    /// The addresses to check: the literal, or the name resolved — only when some rule could
+    /// allow it, so that a refused name is not even looked up.
+    async fn addresses(
+        &self,
+        policy: &Policy,
+        t: &Target,
+        purpose: Purpose,
+    ) -> Result<Vec<IpAddr>, EgressError> {
         match t.ip {
             Some(ip) => Ok(vec![ip]),
+            None if !crate::decide::covered(policy, t, purpose) => Ok(vec![]),
             None => self
                 .resolver
                 .lookup(&t.host, t.port)
@@ -316,7 +324,7 @@ impl EgressGate {
             let (parsed, target) = Target::parse(&url).map_err(EgressError::BadUrl)?;
             let here = (target.scheme, target.host.clone(), target.port);
             left_origin |= *origin.get_or_insert_with(|| here.clone()) != here;
-            let addrs = self.addresses(&target).await?;
+            let addrs = self.addresses(&ctx.policy, &target, purpose).await?;
             let decision = decide(&ctx.policy, &target, purpose, &addrs);
             if !decision.allowed {
                 metrics::counter!("portcullis_egress_denied_total", "purpose" => purpose.as_str())

@@ -679,6 +679,25 @@ async fn an_ip_literal_is_not_covered_by_a_host_rule() {
 }
 
 #[tokio::test]
+async fn a_name_no_rule_covers_is_not_even_resolved() {
+    // The resolver knows no names: a lookup would fail with a resolution error, not a refusal.
+    let h = Harness::new(
+        &policy(&[http_rule("x", 80, r#""host":"allowed.test""#)]),
+        &[],
+        GateConfig::default(),
+    );
+    for (url, purpose) in [
+        ("http://exfiltrate.example.com/", Purpose::Webhook),
+        ("http://allowed.test:8080/", Purpose::Webhook),
+        ("https://allowed.test/", Purpose::Webhook),
+        ("http://allowed.test/", Purpose::JwksFetch),
+    ] {
+        let d = h.refused(url, purpose, &["no rule allows"]).await;
+        assert!(d.addresses.is_empty(), "{url}: {d:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_name_is_an_error_and_connects_nowhere() {
     let h = Harness::new(
         &policy(&[http_rule("x", 80, r#""host":"nowhere.test""#)]),

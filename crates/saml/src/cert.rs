@@ -40,7 +40,10 @@ impl std::fmt::Debug for SpKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SpKey")
             .field("private_pkcs8_der", &"[redacted]")
-            .field("certificate_der", &format!("{} bytes", self.certificate_der.len()))
+            .field(
+                "certificate_der",
+                &format!("{} bytes", self.certificate_der.len()),
+            )
             .finish()
     }
 }

@@ -41,7 +41,6 @@ pub(crate) struct Elem {
     pub decls: Vec<(String, String)>,
     pub children: Vec<Child>,
     pub parent: Option<usize>,
-    pub has_comment: bool,
 }
 
 /// A parsed document; element 0 is the root.
@@ -134,7 +133,8 @@ impl Doc {
                     };
                     b.text(&resolved)?;
                 }
-                Event::Comment(_) => b.comment(),
+                // Comments are not character data: text on either side of one joins up.
+                Event::Comment(_) => {}
                 Event::Eof => break,
             }
         }
@@ -215,8 +215,7 @@ impl Builder {
                 decls.push((String::new(), value));
             } else if let Some(prefix) = key.strip_prefix("xmlns:") {
                 // Namespaces in XML 1.0 §3: no undeclaring, and `xml`/`xmlns` are reserved.
-                if value.is_empty() || prefix == "xmlns" || (prefix == "xml") != (value == NS_XML)
-                {
+                if value.is_empty() || prefix == "xmlns" || (prefix == "xml") != (value == NS_XML) {
                     return Err(SamlError::malformed(format!(
                         "illegal namespace declaration xmlns:{}",
                         clip(prefix)
@@ -271,7 +270,6 @@ impl Builder {
             decls,
             children: Vec::new(),
             parent,
-            has_comment: false,
         });
         if let Some(p) = parent {
             self.elems[p].children.push(Child::Elem(idx));
@@ -312,12 +310,6 @@ impl Builder {
             }
             None if text.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n')) => Ok(()),
             None => Err(SamlError::malformed("text outside the root element")),
-        }
-    }
-
-    fn comment(&mut self) {
-        if let Some(&top) = self.stack.last() {
-            self.elems[top].has_comment = true;
         }
     }
 
@@ -370,27 +362,28 @@ impl<'d> El<'d> {
             .find(|a| a.ns == ns && a.name == name)
             .map(|a| a.value.as_str())
     }
-    pub fn has_comment(&self) -> bool {
-        self.elem().has_comment
-    }
     pub fn parent(&self) -> Option<El<'d>> {
         self.elem().parent.map(|idx| El { doc: self.doc, idx })
     }
-    pub fn children(&self) -> impl Iterator<Item = El<'d>> + 'd {
+    pub fn children(self) -> impl Iterator<Item = El<'d>> + use<'d> {
         let doc = self.doc;
         self.elem().children.iter().filter_map(move |c| match c {
             Child::Elem(idx) => Some(El { doc, idx: *idx }),
             Child::Text(_) => None,
         })
     }
-    pub fn children_named(&self, ns: &'d str, name: &'d str) -> impl Iterator<Item = El<'d>> + 'd {
+    pub fn children_named(
+        self,
+        ns: &'d str,
+        name: &'d str,
+    ) -> impl Iterator<Item = El<'d>> + use<'d> {
         self.children().filter(move |c| c.is(ns, name))
     }
-    pub fn child(&self, ns: &'d str, name: &'d str) -> Option<El<'d>> {
+    pub fn child(self, ns: &'d str, name: &'d str) -> Option<El<'d>> {
         self.children_named(ns, name).next()
     }
     /// The only child with this name; `Err` names the element when there are several.
-    pub fn single_child(&self, ns: &'d str, name: &'d str) -> Result<Option<El<'d>>, SamlError> {
+    pub fn single_child(self, ns: &'d str, name: &'d str) -> Result<Option<El<'d>>, SamlError> {
         let mut it = self.children_named(ns, name);
         let first = it.next();
         if it.next().is_some() {
@@ -519,7 +512,6 @@ mod tests {
         assert_eq!(root.attr("y"), Some("2"));
         let b = root.child("urn:d", "b").unwrap();
         assert_eq!(b.text(), "x&y<z>A");
-        assert!(b.has_comment());
         assert_eq!(b.in_scope_namespaces().len(), 2);
     }
 }

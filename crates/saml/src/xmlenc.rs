@@ -54,7 +54,11 @@ pub(crate) fn decrypt_element(encrypted: El<'_>, key: Option<&SpKey>) -> Result<
         ns::AES256_GCM => Content::Gcm(&AES_256_GCM, 32),
         ns::AES128_CBC => Content::Cbc(&AES_128, 16),
         ns::AES256_CBC => Content::Cbc(&AES_256, 32),
-        other => return Err(failed(format!("content encryption {other} is not supported"))),
+        other => {
+            return Err(failed(format!(
+                "content encryption {other} is not supported"
+            )));
+        }
     };
     // Step 2: the content-encryption key, from an EncryptedKey in the EncryptedData's KeyInfo
     // or beside the EncryptedData (SAML core §6.2 allows both placements).
@@ -147,8 +151,12 @@ fn unwrap_key(encrypted_key: El<'_>, rsa: &OaepPrivateDecryptingKey) -> Result<V
     let method = encrypted_key
         .child(ns::XENC, "EncryptionMethod")
         .ok_or_else(|| failed("EncryptedKey without EncryptionMethod"))?;
-    let digest = method.child(ns::DS, "DigestMethod").and_then(|d| d.attr("Algorithm"));
-    let mgf = method.child(ns::XENC11, "MGF").and_then(|d| d.attr("Algorithm"));
+    let digest = method
+        .child(ns::DS, "DigestMethod")
+        .and_then(|d| d.attr("Algorithm"));
+    let mgf = method
+        .child(ns::XENC11, "MGF")
+        .and_then(|d| d.attr("Algorithm"));
     if method.child(ns::XENC, "OAEPparams").is_some() {
         return Err(failed("OAEPparams are not supported"));
     }

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod egress;
 pub mod error;
+pub mod events_api;
 mod extract;
 mod health;
 pub mod keys;

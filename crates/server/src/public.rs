@@ -10,7 +10,9 @@ use crate::App;
 use crate::error::{ApiError, ApiResult};
 
 pub fn routes() -> Router<App> {
-    Router::new().route("/e/{env}/jwks.json", get(jwks_get))
+    Router::new()
+        .route("/e/{env}/jwks.json", get(jwks_get))
+        .route("/e/{env}/events", get(crate::events_api::events_get))
 }
 
 /// The environment's published keys: `next`, `active`, and `retired` within grace (RFC 7517).

@@ -35,7 +35,7 @@ pub use connections::{ConnectionChange, connection_json};
 pub use egress::{PolicyChange, StoredPolicy};
 pub use envs::NewEnvironment;
 pub use grants::{Family, NewCode, Redeem, SessionRow};
-pub use log::EventPage;
+pub use log::{EventFilter, EventPage};
 pub use orgs::{NewOrganization, OrganizationPatch};
 pub use signing::{NewSigningKey, Reseal, StoredSigningKey};
 pub use users::{UserPatch, user_json};

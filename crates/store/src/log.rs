@@ -256,3 +256,104 @@ impl Store {
         Ok(())
     }
 }
+
+/// Which events to list (Events API): a window of sequence numbers, types, organization, time.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub after_seq: Option<i64>,
+    pub before_seq: Option<i64>,
+    pub types: Vec<String>,
+    pub org: Option<String>,
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+    pub limit: u32,
+}
+
+impl Store {
+    /// The sequence number of event `id` in `env`, if it exists there.
+    pub async fn event_seq(&self, env: &EnvId, id: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT seq FROM events WHERE env_id = $1 AND id = $2")
+                .bind(env.as_str())
+                .bind(id)
+                .fetch_optional(self.reader())
+                .await?,
+        )
+    }
+
+    /// Events matching `f`, oldest first. With `before_seq` and no `after_seq`, the page is the
+    /// one just before that event (still returned oldest first).
+    pub async fn query_events(&self, env: &EnvId, f: &EventFilter) -> Result<EventPage> {
+        let mut sql = String::from(
+            "SELECT env_id, seq, id, type, org_id, data, created_at FROM events WHERE env_id = $1",
+        );
+        let mut n = 1;
+        let mut next = |sql: &mut String, cond: &str| {
+            n += 1;
+            sql.push_str(&cond.replace('?', &format!("${n}")));
+        };
+        if f.after_seq.is_some() {
+            next(&mut sql, " AND seq > ?");
+        }
+        if f.before_seq.is_some() {
+            next(&mut sql, " AND seq < ?");
+        }
+        if f.org.is_some() {
+            next(&mut sql, " AND org_id = ?");
+        }
+        if f.start.is_some() {
+            next(&mut sql, " AND created_at >= ?");
+        }
+        if f.end.is_some() {
+            next(&mut sql, " AND created_at < ?");
+        }
+        if !f.types.is_empty() {
+            let first = n + 1;
+            let list: Vec<String> = (0..f.types.len())
+                .map(|i| format!("${}", first + i))
+                .collect();
+            n += f.types.len();
+            sql.push_str(&format!(" AND type IN ({})", list.join(", ")));
+        }
+        let backwards = f.before_seq.is_some() && f.after_seq.is_none();
+        sql.push_str(if backwards {
+            " ORDER BY seq DESC"
+        } else {
+            " ORDER BY seq"
+        });
+        sql.push_str(&format!(" LIMIT ${}", n + 1));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(env.as_str());
+        if let Some(a) = f.after_seq {
+            q = q.bind(a);
+        }
+        if let Some(b) = f.before_seq {
+            q = q.bind(b);
+        }
+        if let Some(o) = &f.org {
+            q = q.bind(o.clone());
+        }
+        if let Some(s) = f.start {
+            q = q.bind(s.millis());
+        }
+        if let Some(e) = f.end {
+            q = q.bind(e.millis());
+        }
+        for t in &f.types {
+            q = q.bind(t.clone());
+        }
+        let rows = q
+            .bind(i64::from(f.limit) + 1)
+            .fetch_all(self.reader())
+            .await?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let has_more = events.len() > f.limit as usize;
+        events.truncate(f.limit as usize);
+        if backwards {
+            events.reverse();
+        }
+        Ok(EventPage { events, has_more })
+    }
+}

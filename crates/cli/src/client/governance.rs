@@ -77,7 +77,10 @@ pub enum EgressCmd {
     Test {
         #[arg(long)]
         env: String,
-        url: String,
+        /// The outbound URL to decide. Not named `url`: that id belongs to the global `--url` of
+        /// the server, and clap would send the admin request (and its key) to this URL instead.
+        #[arg(value_name = "URL")]
+        target: String,
         /// metadata_fetch, jwks_fetch, token_exchange or webhook.
         #[arg(long, default_value = "webhook")]
         purpose: String,
@@ -230,7 +233,7 @@ async fn egress(conn: &Conn, cmd: EgressCmd) -> Out {
         }
         EgressCmd::Test {
             env,
-            url,
+            target: url,
             purpose,
             connect,
         } => {

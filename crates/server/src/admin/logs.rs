@@ -20,39 +20,16 @@ fn seq_cursor(after: Option<&str>) -> ApiResult<i64> {
 }
 
 #[utoipa::path(get, path = "/admin/v1/environments/{env}/events", tag = "events",
-    params(("env" = String, Path, description = "Environment ID or slug"), Page),
-    responses((status = 200, body = List<EventView>), (status = 404, body = ErrorBody)))]
+    params(("env" = String, Path, description = "Environment ID or slug"), crate::events_api::EventsQuery),
+    responses((status = 200, body = List<EventView>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn events_list(
     State(app): State<App>,
     admin: Admin,
     Path(env): Path<String>,
-    ApiQuery(page): ApiQuery<Page>,
+    ApiQuery(q): ApiQuery<crate::events_api::EventsQuery>,
 ) -> ApiResult<Json<List<EventView>>> {
     let env = admin.environment(&app, &env).await?;
-    let limit = page.limit()?;
-    let res = app
-        .store
-        .list_events(&env.id, seq_cursor(page.after.as_deref())?, limit)
-        .await?;
-    let after = res
-        .has_more
-        .then(|| res.events.last().map(|e| e.seq.to_string()))
-        .flatten();
-    let data = res
-        .events
-        .into_iter()
-        .map(|e| EventView {
-            id: e.id.to_string(),
-            object: "event".into(),
-            event: e.event,
-            sequence: e.seq,
-            environment_id: e.env_id.to_string(),
-            organization_id: e.organization_id.map(|o| o.to_string()),
-            data: e.data,
-            created_at: e.created_at.to_rfc3339(),
-        })
-        .collect();
-    Ok(Json(List::new(data, after)))
+    Ok(Json(crate::events_api::list(&app, &env, &q).await?))
 }
 
 fn audit_view(r: AuditRecord) -> AuditView {

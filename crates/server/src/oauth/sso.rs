@@ -142,6 +142,16 @@ pub async fn start(
 }
 
 /// Records a refused upstream response and shows the page.
+pub async fn refuse_public(
+    app: &App,
+    ec: &EnvCtx,
+    conn: &Connection,
+    reason: &str,
+    detail: &str,
+) -> Response {
+    refuse(app, ec, conn, reason, detail).await
+}
+
 async fn refuse(app: &App, ec: &EnvCtx, conn: &Connection, reason: &str, detail: &str) -> Response {
     let reference = {
         let mut b = [0u8; 6];

@@ -241,6 +241,8 @@ fn doc_with(version: i64, bad: &[&str]) -> String {
 /// The 1-based line of `text` holding `needle`, the last such line (the bad rule comes last).
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
+        .collect::<Vec<_>>()
+        .iter()
         .rposition(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("{needle} not in {text}"))
         + 1

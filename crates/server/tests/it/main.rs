@@ -36,12 +36,14 @@ mod admin;
 mod bad_input;
 mod browser;
 mod clients_users;
+mod events_api;
 mod governance;
 mod health;
 mod oauth;
 mod restart;
 mod rotation;
 mod scoping;
+mod sso_oidc;
 
 /// Creates an environment (with extra body fields) and returns its view.
 pub async fn create_env(s: &TestServer, slug: &str, extra: Value) -> Value {
