@@ -139,7 +139,38 @@ mod erased {
     }
 }
 
+/// How long a cached client is trusted. A change made through this node is seen at once (the
+/// cache entry is dropped); one made through another node within this time.
+const CLIENT_CACHE_MS: i64 = 5_000;
+
+pub type ClientCache = std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, (Client, i64)>>>;
+
 impl Store {
+    fn forget_client(&self, env: &EnvId, id: &ClientId) {
+        if let Ok(mut c) = self.client_cache.write() {
+            c.remove(&format!("{env}|{id}"));
+        }
+    }
+
+    /// `get_client` through a short-lived cache: client authentication at the token endpoint
+    /// then reads no row per request.
+    pub async fn get_client_cached(&self, env: &EnvId, id: &ClientId, now: Timestamp) -> Result<Client> {
+        let key = format!("{env}|{id}");
+        if let Some((c, at)) = self.client_cache.read().ok().and_then(|m| m.get(&key).cloned()) {
+            if (0..CLIENT_CACHE_MS).contains(&(now.millis() - at)) {
+                return Ok(c);
+            }
+        }
+        let c = self.get_client(env, id).await?;
+        if let Ok(mut m) = self.client_cache.write() {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(key, (c.clone(), now.millis()));
+        }
+        Ok(c)
+    }
+
     pub async fn create_client(&self, actor: &str, now: Timestamp, c: Client) -> Result<Client> {
         let mut tx = self.begin().await?;
         write_client(&mut tx, &c, true).await?;
@@ -223,6 +254,7 @@ impl Store {
             ));
         }
         write_client(&mut tx, &after, false).await?;
+        self.forget_client(&after.env_id, &after.id);
         let kind = if action == "client.rotate_secret" {
             EventType::ClientSecretRotated
         } else {
@@ -260,6 +292,7 @@ impl Store {
         id: &ClientId,
     ) -> Result<()> {
         let c = self.get_client(env, id).await?;
+        self.forget_client(env, id);
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM clients WHERE env_id = $1 AND id = $2")
             .bind(env.as_str())

@@ -122,6 +122,8 @@ impl Default for StoreOptions {
 pub struct Store {
     backend: Backend,
     random: std::sync::Arc<dyn portcullis_core::Random>,
+    /// Clients by `env|id`, read through on the token endpoint's hot path (see `get_client_cached`).
+    client_cache: clients::ClientCache,
     /// Reads (and, on PostgreSQL, writes too).
     read: AnyPool,
     /// Write transactions: one connection on SQLite, the same pool as `read` on PostgreSQL.
@@ -170,6 +172,7 @@ impl Store {
                 Self {
                     backend,
                     random: std::sync::Arc::new(portcullis_crypto::SystemRandom),
+                    client_cache: clients::ClientCache::default(),
                     read,
                     write,
                 }
@@ -179,6 +182,7 @@ impl Store {
                 Self {
                     backend,
                     random: std::sync::Arc::new(portcullis_crypto::SystemRandom),
+                    client_cache: clients::ClientCache::default(),
                     read: p.clone(),
                     write: p,
                 }
