@@ -40,7 +40,7 @@ w("Produced by `bench/run-all.sh` (which runs `bench/startup.sh`, `bench/admin_t
   "`bench/token.sh`, then `bench/report.py`). Figures are medians of several runs; the raw runs are in "
   "the JSON files the scripts write to `target/bench/`. Everything runs on loopback on one machine: the "
   "load generators share the CPU with the server.\n")
-w("Rerun everything:\n\n```sh\nbench/run-all.sh          # builds the release binary if needed; about 6–8 minutes\n```\n")
+w("Rerun everything:\n\n```sh\nbench/run-all.sh          # builds the release binary if needed; about 6–8 minutes, plus the release build when sources changed\n```\n")
 w("or one part: `bench/startup.sh`, `bench/admin_throughput.sh`, `bench/token.sh` "
   "(each prints a JSON summary; `SKIP_BUILD=1` uses `target/release/portcullis` as it is).\n")
 
@@ -96,9 +96,6 @@ if t:
       f"-s bench/token.lua …/oauth2/token` after a 2 s warm-up, {t['runs']} runs, medians shown. Raw signing rate: "
       "`bench/sign-rate` (aws-lc-rs 1.19.0, the server's library and calls, 420-byte signing input) for 3 s on one "
       "thread and 3 s on two, in the same script run; `openssl speed -seconds 3` as a cross-check (OpenSSL, not aws-lc).\n")
-    if t.get("clients_cloned_in_sqlite_fallback"):
-        w("_The admin clients endpoint was not routed when this ran: the benchmark clients were copies of the demo "
-          "service client written into SQLite by `bench/clone_client.py`._\n")
     w("### Client credentials at 64 connections\n")
     w("| Algorithm | Requests/s | p50 | p99 | Raw sign/s, 1 core (aws-lc-rs) | 2 × 1 core | Measured sign/s, 2 threads | openssl sign/s, 1 core | Requests/s ÷ (2 × 1 core) |")
     w("|---|---|---|---|---|---|---|---|---|")

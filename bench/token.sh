@@ -59,7 +59,6 @@ COND="$(conditions)"
 log "$(echo "$COND" | tr '\n' ' ')"
 
 mk_tmp SCRATCH
-CLIENT_FALLBACK=0
 
 # --- 1. raw signing rate -------------------------------------------------------------------------
 log "raw signing rate (aws-lc-rs, 3 s per algorithm and thread count)"
@@ -84,14 +83,6 @@ make_client() {
         '{"name":"bench svc","grant_types":["client_credentials"],"scopes":["read"],"token_endpoint_auth_method":"client_secret_basic"}')"; then
         id="$(echo "$out" | json_get '["id"]')"
         secret="$(echo "$out" | json_get '["client_secret"]')"
-    elif [ "$(api_status)" = 404 ] || [ "$(api_status)" = 405 ]; then
-        # Fallback while the admin clients endpoint is not routed: bench/clone_client.py copies
-        # the demo service client into this environment in the SQLite database. Labelled in the output.
-        log "  POST /admin/v1/environments/$env/clients answered $(api_status): cloning the demo service client in SQLite (fallback)"
-        CLIENT_FALLBACK=1
-        out="$(python3 "$BENCH_DIR/clone_client.py" "$DATA/data" "$env")" || die "clone_client.py failed"
-        id="${out% *}"
-        secret="${out#* }"
     else
         die "POST /admin/v1/environments/$env/clients answered HTTP $(api_status): $out"
     fi
@@ -181,7 +172,7 @@ if os.path.exists(os.path.join(d, "openssl.txt")):
         m = re.match(r"\s*253 bits EdDSA \(Ed25519\)\s+\S+s\s+\S+s\s+([\d.]+)", line)
         if m: openssl["EdDSA"] = float(m.group(1))
 out = {"conditions": """$COND""", "wrk": "$(wrk --version 2>&1 | head -1 | cut -c1-60)",
-       "connections": $CONNECTIONS, "wrk_threads": $WRK_THREADS, "duration_s": $DURATION, "runs": $RUNS, "clients_cloned_in_sqlite_fallback": bool($CLIENT_FALLBACK),
+       "connections": $CONNECTIONS, "wrk_threads": $WRK_THREADS, "duration_s": $DURATION, "runs": $RUNS,
        "server_rss_mib_after_wrk": round($RSS_AFTER_WRK / 1024, 1), "client_credentials": {}}
 for alg in ["ES256", "EdDSA", "RS256"]:
     runs = [wrk(os.path.join(d, f"wrk-{alg}-{i}.txt")) for i in range(1, $RUNS + 1)]
