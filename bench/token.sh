@@ -89,9 +89,26 @@ make_client() {
     BASIC="$(printf '%s:%s' "$id" "$secret" | base64 -w0)"
 }
 
-run_wrk() { # LABEL DURATION → wrk output in $SCRATCH/wrk-LABEL.txt
+# CPU seconds (user + system) the server process has used so far.
+server_cpu() {
+    awk -v t="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$SERVER_PID/stat"
+}
+
+run_wrk() { # LABEL DURATION → wrk output in $SCRATCH/wrk-LABEL.txt, server CPU in cpu-LABEL.txt
+    local before after
+    before="$(server_cpu)"
     BENCH_BASIC="$BASIC" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$2s" --latency \
         -s "$BENCH_DIR/token.lua" "$SERVER_URL/e/$ENV/oauth2/token" >"$SCRATCH/wrk-$1.txt"
+    after="$(server_cpu)"
+    # Tokens per second of server CPU: what the server would do on cores of its own, with the
+    # load generator elsewhere (wrk here shares the two cores with it).
+    python3 - "$SCRATCH/wrk-$1.txt" "$before" "$after" "$2" >"$SCRATCH/cpu-$1.txt" <<'EOF2'
+import re, sys
+text = open(sys.argv[1]).read()
+reqs = int(re.search(r"(\d+) requests in", text).group(1))
+cpu = float(sys.argv[3]) - float(sys.argv[2])
+print(f"{reqs} requests, {cpu:.2f} s of server CPU, {reqs / cpu if cpu else 0:.0f} tokens per server CPU second")
+EOF2
 }
 
 for alg in ES256 EdDSA RS256; do
@@ -115,7 +132,8 @@ EOF
         log "  $alg run $i: $(grep -E 'Requests/sec' "$SCRATCH/wrk-$alg-$i.txt" | tr -s ' ')" \
             "p50 $(awk '$1=="50%" {print $2}' "$SCRATCH/wrk-$alg-$i.txt")" \
             "p99 $(awk '$1=="99%" {print $2}' "$SCRATCH/wrk-$alg-$i.txt")" \
-            "$(grep -E 'Non-2xx|Socket errors' "$SCRATCH/wrk-$alg-$i.txt" | tr -s ' ' || true)"
+            "$(grep -E 'Non-2xx|Socket errors' "$SCRATCH/wrk-$alg-$i.txt" | tr -s ' ' || true)" \
+            "— $(cat "$SCRATCH/cpu-$alg-$i.txt")"
     done
 done
 RSS_AFTER_WRK="$(rss_kib "$SERVER_PID")"

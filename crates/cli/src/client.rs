@@ -3,6 +3,7 @@
 //! Human output by default, the API's JSON with `--json`. An HTTP error prints the server's
 //! `message` and `code` on one line and exits with 2.
 
+mod connections;
 mod governance;
 mod oauth_clients;
 mod users;
@@ -10,6 +11,7 @@ mod users;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+pub use connections::ConnectionCmd;
 pub use governance::{GovernanceCommand, run as run_governance};
 pub use oauth_clients::ClientCmd;
 pub use users::UserCmd;
@@ -59,6 +61,13 @@ pub enum AdminCommand {
         conn: Conn,
         #[command(subcommand)]
         cmd: ClientCmd,
+    },
+    /// SSO connections of organizations (upstream OIDC, SAML).
+    Connection {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: ConnectionCmd,
     },
     /// Local users of an organization (the password connection).
     User {
@@ -373,6 +382,10 @@ pub async fn run(cmd: AdminCommand) -> i32 {
         }
         AdminCommand::Client { conn, cmd } => {
             let r = oauth_clients::run(&conn, cmd).await;
+            (conn, r)
+        }
+        AdminCommand::Connection { conn, cmd } => {
+            let r = connections::run(&conn, cmd).await;
             (conn, r)
         }
         AdminCommand::User { conn, cmd } => {

@@ -1076,3 +1076,222 @@ async fn inventory_as_csv_starts_with_its_header() {
     .await;
     assert!(r.input_error().contains("unknown format"));
 }
+
+/// Runs `cmd` with `input` on its standard input.
+async fn run_with_stdin(mut cmd: tokio::process::Command, input: &str) -> Ran {
+    use tokio::io::AsyncWriteExt;
+    cmd.stdin(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("the command ran");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the command finished in time")
+        .expect("the command ran");
+    Ran {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took: started.elapsed(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_commands_create_list_show_activate_deactivate() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    run(client(&s, &["env", "create", "sso"])).await.ok();
+    let r = run(client(
+        &s,
+        &[
+            "org",
+            "create",
+            "--env",
+            "sso",
+            "--name",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--json",
+        ],
+    ))
+    .await;
+    let org = r.ok().json()["id"].as_str().unwrap().to_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let jwks = tmp.path().join("idp-keys.json");
+    let jwk = json!({ "kty": "EC", "crv": "P-256", "kid": "k1",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0" });
+    std::fs::write(&jwks, json!({ "keys": [jwk] }).to_string()).unwrap();
+    let jwks = jwks.display().to_string();
+    let oidc = |name: &'static str| {
+        vec![
+            "connection",
+            "create",
+            "--env",
+            "sso",
+            "--org",
+            org.as_str(),
+            "--type",
+            "oidc",
+            "--name",
+            name,
+            "--issuer",
+            "https://idp.acme.test",
+            "--client-id",
+            "portcullis",
+            "--authorization-endpoint",
+            "https://idp.acme.test/authorize",
+            "--token-endpoint",
+            "https://idp.acme.test/token",
+        ]
+    };
+    let secret = "upstream-secret-from-stdin";
+    let mut args = oidc("Acme IdP");
+    args.extend(["--jwks-file", jwks.as_str(), "--client-secret-stdin"]);
+    let r = run_with_stdin(client(&s, &args), &format!("{secret}\n")).await;
+    r.ok();
+    assert!(
+        r.stdout.contains("draft") && r.stdout.contains("\"kid\": \"k1\""),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains(secret), "{}", r.stdout);
+
+    let r = run(client(
+        &s,
+        &[
+            "connection",
+            "list",
+            "--env",
+            "sso",
+            "--org",
+            &org,
+            "--json",
+        ],
+    ))
+    .await;
+    let list = r.ok().json();
+    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["data"][0]["config"]["jwks"]["keys"][0], jwk);
+    let r = run(client(
+        &s,
+        &["connection", "list", "--env", "sso", "--org", &org],
+    ))
+    .await;
+    assert!(
+        r.ok()
+            .stdout
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("draft")),
+        "{}",
+        r.stdout
+    );
+
+    let r = run(client(
+        &s,
+        &["connection", "activate", "--env", "sso", &id, "--json"],
+    ))
+    .await;
+    assert_eq!(r.ok().json()["state"], "active");
+    let r = run(client(&s, &["connection", "show", "--env", "sso", &id])).await;
+    assert!(r.ok().stdout.contains("active"), "{}", r.stdout);
+    let r = run(client(
+        &s,
+        &["connection", "deactivate", "--env", "sso", &id, "--json"],
+    ))
+    .await;
+    assert_eq!(r.ok().json()["state"], "inactive");
+    let r = run(client(&s, &["events", "list", "--env", "sso", "--json"])).await;
+    let events = r.ok().json();
+    let types: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types[2..],
+        [
+            "connection.created",
+            "connection.activated",
+            "connection.deactivated"
+        ]
+    );
+    assert!(!events.to_string().contains(secret));
+
+    // The server names what is wrong: no pinned keys.
+    let mut args = oidc("No keys");
+    args.extend(["--client-secret", "s"]);
+    let r = run(client(&s, &args)).await;
+    let line = r.input_error();
+    assert!(line.contains("jwks") && line.contains("422"), "{line}");
+    // Unreadable files and flags of the other type are refused before any request.
+    let mut args = oidc("Missing file");
+    args.extend([
+        "--jwks-file",
+        "/nonexistent/keys.json",
+        "--client-secret",
+        "s",
+    ]);
+    assert!(
+        run(client(&s, &args))
+            .await
+            .input_error()
+            .contains("/nonexistent/keys.json")
+    );
+    let r = run_with_stdin(
+        client(&s, &{
+            let mut a = oidc("Empty stdin");
+            a.extend(["--jwks-file", jwks.as_str(), "--client-secret-stdin"]);
+            a
+        }),
+        "\n",
+    )
+    .await;
+    assert!(r.input_error().contains("standard input"));
+    let r = run(client(
+        &s,
+        &[
+            "connection",
+            "create",
+            "--env",
+            "sso",
+            "--org",
+            &org,
+            "--type",
+            "saml",
+            "--name",
+            "S",
+            "--issuer",
+            "https://idp.acme.test",
+        ],
+    ))
+    .await;
+    assert!(r.input_error().contains("--type oidc"));
+    let r = run(client(
+        &s,
+        &["connection", "show", "--env", "sso", "conn_nope"],
+    ))
+    .await;
+    assert!(r.input_error().contains("404"));
+    let r = run(client(
+        &s,
+        &[
+            "connection",
+            "list",
+            "--env",
+            "sso",
+            "--org",
+            &org,
+            "--json",
+        ],
+    ))
+    .await;
+    assert_eq!(
+        r.ok().json()["data"].as_array().unwrap().len(),
+        1,
+        "nothing else was created"
+    );
+}

@@ -60,6 +60,18 @@ pub enum EventType {
     SsoSucceeded,
     #[serde(rename = "authentication.sso_failed")]
     SsoFailed,
+    #[serde(rename = "webhook_endpoint.created")]
+    WebhookEndpointCreated,
+    #[serde(rename = "webhook_endpoint.updated")]
+    WebhookEndpointUpdated,
+    #[serde(rename = "webhook_endpoint.deleted")]
+    WebhookEndpointDeleted,
+    #[serde(rename = "webhook_endpoint.secret_rotated")]
+    WebhookEndpointSecretRotated,
+    #[serde(rename = "webhook_endpoint.failing")]
+    WebhookEndpointFailing,
+    #[serde(rename = "webhook_endpoint.recovered")]
+    WebhookEndpointRecovered,
 }
 
 impl EventType {
@@ -90,6 +102,12 @@ impl EventType {
         Self::ConnectionDeleted,
         Self::SsoSucceeded,
         Self::SsoFailed,
+        Self::WebhookEndpointCreated,
+        Self::WebhookEndpointUpdated,
+        Self::WebhookEndpointDeleted,
+        Self::WebhookEndpointSecretRotated,
+        Self::WebhookEndpointFailing,
+        Self::WebhookEndpointRecovered,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -119,6 +137,12 @@ impl EventType {
             Self::ConnectionDeleted => "connection.deleted",
             Self::SsoSucceeded => "authentication.sso_succeeded",
             Self::SsoFailed => "authentication.sso_failed",
+            Self::WebhookEndpointCreated => "webhook_endpoint.created",
+            Self::WebhookEndpointUpdated => "webhook_endpoint.updated",
+            Self::WebhookEndpointDeleted => "webhook_endpoint.deleted",
+            Self::WebhookEndpointSecretRotated => "webhook_endpoint.secret_rotated",
+            Self::WebhookEndpointFailing => "webhook_endpoint.failing",
+            Self::WebhookEndpointRecovered => "webhook_endpoint.recovered",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

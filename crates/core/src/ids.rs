@@ -117,6 +117,10 @@ prefixed_id!(/// A profile yielded by an SSO connection.
     ProfileId, "prof");
 prefixed_id!(/// A refresh-token family (one sign-in's grant to one client).
     FamilyId, "grant");
+prefixed_id!(/// A webhook endpoint of an environment.
+    WebhookId, "whk");
+prefixed_id!(/// One event's delivery to one webhook endpoint (the outbox row).
+    DeliveryId, "dlv");
 
 #[cfg(test)]
 mod tests {

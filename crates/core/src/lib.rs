@@ -14,6 +14,7 @@ pub mod oauth;
 pub mod secret;
 pub mod sso;
 pub mod validate;
+pub mod webhook;
 
 pub use clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use ids::{IdGen, Random};

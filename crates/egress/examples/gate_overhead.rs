@@ -72,7 +72,7 @@ fn overhead(gate: Duration, bare: Duration) -> String {
     format!("{:+.1} µs ({:+.1} %)", (g - b) * 1e6, (g / b - 1.0) * 100.0)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let n: usize = std::env::args()
         .nth(1)

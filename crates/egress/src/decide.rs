@@ -106,15 +106,18 @@ pub fn decide(
     addresses: &[IpAddr],
 ) -> Decision {
     let candidates = candidates(policy, target, purpose);
-    let missing = format!(
-        "no rule allows {} for {} (a rule needs scheme {}, host {}, port {} and purpose {})",
-        target.display(),
-        purpose.as_str(),
-        target.scheme.as_str(),
-        target.host,
-        target.port,
-        purpose.as_str()
-    );
+    // Built only for a refusal: this runs on every outbound request.
+    let missing = || {
+        format!(
+            "no rule allows {} for {} (a rule needs scheme {}, host {}, port {} and purpose {})",
+            target.display(),
+            purpose.as_str(),
+            target.scheme.as_str(),
+            target.host,
+            target.port,
+            purpose.as_str()
+        )
+    };
     let per: Vec<AddressDecision> = addresses
         .iter()
         .map(|&a| {
@@ -125,7 +128,7 @@ pub fn decide(
             });
             let refused = match (by, class) {
                 (Some(_), _) => None,
-                (None, _) if candidates.is_empty() => Some(missing.clone()),
+                (None, _) if candidates.is_empty() => Some(missing()),
                 (None, Some(c)) => Some(format!(
                     "{a} is a {c} address: only a rule naming it by CIDR allows it"
                 )),
@@ -142,7 +145,7 @@ pub fn decide(
         })
         .collect();
     let refusal = if candidates.is_empty() {
-        Some(missing)
+        Some(missing())
     } else if addresses.is_empty() {
         Some(format!("{} does not resolve to any address", target.host))
     } else {

@@ -6,7 +6,8 @@
 //! 2. the connection goes to the addresses that were checked — the HTTP client is built with
 //!    those addresses pinned for that name, so DNS cannot change between check and use;
 //! 3. redirects are not followed by the HTTP client; the gate follows a bounded number itself,
-//!    deciding each new target exactly as the first;
+//!    deciding each new target exactly as the first — or none, through [`EgressGate::send_once`]
+//!    (webhooks: a signed event is never forwarded to a URL nobody reviewed);
 //! 4. responses are bounded in time and size;
 //! 5. every refusal reaches the [`Observer`] (audit record, `egress.denied` event, metric) and the
 //!    caller gets the decision, which names the rule it lacked.
@@ -315,6 +316,26 @@ impl EgressGate {
         purpose: Purpose,
         req: Request,
     ) -> Result<Response, EgressError> {
+        self.send_inner(ctx, purpose, req, true).await
+    }
+
+    /// Sends `req` like [`send`](Self::send) but returns a 3xx as the answer, following nothing.
+    pub async fn send_once(
+        &self,
+        ctx: &EgressContext,
+        purpose: Purpose,
+        req: Request,
+    ) -> Result<Response, EgressError> {
+        self.send_inner(ctx, purpose, req, false).await
+    }
+
+    async fn send_inner(
+        &self,
+        ctx: &EgressContext,
+        purpose: Purpose,
+        req: Request,
+        follow: bool,
+    ) -> Result<Response, EgressError> {
         let mut method = req.method.clone();
         let mut url = req.url.clone();
         let mut body = req.body.clone();
@@ -354,6 +375,7 @@ impl EgressGate {
             metrics::histogram!("portcullis_egress_request_duration_seconds", "purpose" => purpose.as_str()).record(started.elapsed().as_secs_f64());
             let status = res.status();
             if status.is_redirection()
+                && follow
                 && let Some(loc) = res
                     .headers()
                     .get(reqwest::header::LOCATION)

@@ -2,7 +2,7 @@
 //! generated from the live configuration, each with its decision.
 //!
 //! Each feature contributes its rows in one function of this module (`client_rows`,
-//! `service_rows`, and later connections and webhook endpoints); [`inventory`] calls them all.
+//! `service_rows`, `connection_rows`, `webhook_rows`); [`inventory`] calls them all.
 
 use portcullis_core::model::{EnvMode, Environment};
 use portcullis_core::oauth::Client;
@@ -86,6 +86,7 @@ pub struct EnvConfig<'a> {
     pub policy: &'a Policy,
     pub clients: &'a [Client],
     pub connections: &'a [portcullis_core::sso::Connection],
+    pub webhooks: &'a [portcullis_core::webhook::WebhookEndpoint],
 }
 
 /// Scheme, host and port of a URL, without resolving anything.
@@ -339,12 +340,68 @@ pub fn connection_rows(cfg: &EnvConfig<'_>) -> Vec<Dependency> {
     out
 }
 
+/// Webhook endpoints: each is an outbound `webhook` dependency, allowed by a rule or blocked (the
+/// gate decides again at every delivery). Where there are any, the two ways events leave without
+/// server egress show as their `replaced` alternatives: the Events API (pulled by the
+/// application) and the signed export file (carried across the gap).
+pub fn webhook_rows(cfg: &EnvConfig<'_>) -> Vec<Dependency> {
+    let mut out = Vec::new();
+    for w in cfg.webhooks {
+        let component = Component {
+            kind: "webhook_endpoint".into(),
+            id: w.id.to_string(),
+            name: if w.enabled {
+                w.description.clone()
+            } else {
+                format!("{} (disabled)", w.description).trim().to_owned()
+            },
+        };
+        let (v, d) = outbound_verdict(cfg.policy, cfg.env, &w.url, Purpose::Webhook);
+        out.push(row(
+            Kind::Webhook,
+            component,
+            Direction::Outbound,
+            &w.url,
+            v,
+            d,
+        ));
+    }
+    if !out.is_empty() {
+        let svc = |id: &str, name: &str| Component {
+            kind: "service".into(),
+            id: id.into(),
+            name: name.into(),
+        };
+        let issuer = &cfg.env.issuer;
+        let base = issuer.split_once("/e/").map_or(issuer.as_str(), |(b, _)| b);
+        out.push(row(
+            Kind::Webhook,
+            svc("events_api", "Events API (pull)"),
+            Direction::Inbound,
+            &format!("{issuer}/events"),
+            Verdict::Replaced,
+            "replaced by the Events API: the application pulls events with an environment API key"
+                .into(),
+        ));
+        out.push(row(
+            Kind::Webhook,
+            svc("events_export", "Signed events export"),
+            Direction::Inbound,
+            &format!("{base}/admin/v1/environments/{}/events/export", cfg.env.slug),
+            Verdict::Replaced,
+            "replaced by a signed export file carried across the gap (portcullis events export / verify)".into(),
+        ));
+    }
+    out
+}
+
 /// Every dependency of the environment, sorted for stable output.
 pub fn inventory(cfg: &EnvConfig<'_>) -> Vec<Dependency> {
     let mut rows = Vec::new();
     rows.extend(service_rows(cfg));
     rows.extend(client_rows(cfg));
     rows.extend(connection_rows(cfg));
+    rows.extend(webhook_rows(cfg));
     rows.sort_by(|a, b| {
         (a.kind, &a.component.kind, &a.component.id, &a.url).cmp(&(
             b.kind,

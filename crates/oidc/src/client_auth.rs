@@ -75,7 +75,11 @@ fn form_decode(s: &str) -> Option<String> {
 async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Client, OAuthError> {
     let unknown = || OAuthError::client("client authentication failed: unknown client");
     let cid = ClientId::parse(id).ok_or_else(unknown)?;
-    match ctx.store.get_client_cached(&ctx.env.id, &cid, ctx.now).await {
+    match ctx
+        .store
+        .get_client_cached(&ctx.env.id, &cid, ctx.now)
+        .await
+    {
         Ok(c) => Ok(c),
         Err(portcullis_store::StoreError::NotFound(_)) => Err(unknown()),
         Err(e) => Err(e.into()),

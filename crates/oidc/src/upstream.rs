@@ -118,6 +118,7 @@ pub struct Identity {
     pub given_name: Option<String>,
     pub family_name: Option<String>,
     pub groups: Vec<String>,
+    pub amr: Vec<String>,
     pub claims: Value,
 }
 
@@ -149,7 +150,13 @@ pub async fn finish(
             (form_percent(&cfg.client_id), form_percent(client_secret)),
         )
         .await
-        .map_err(|e| err("token_request_failed", e))?;
+        .map_err(|e| {
+            if e.starts_with("egress refused") {
+                err("egress_refused", e)
+            } else {
+                err("token_request_failed", e)
+            }
+        })?;
     let v: Value = serde_json::from_slice(&body).map_err(|_| {
         err(
             "token_response_invalid",
@@ -220,36 +227,46 @@ pub fn validate_id_token(
             "the ID token's iss is not this connection's issuer",
         ));
     }
-    // 3. The aud claim MUST contain the client_id; 4./5. with several audiences, azp is the client.
+    // 3. The aud claim MUST contain the client_id, and the token MUST be rejected if it contains
+    //    additional audiences not trusted by the client: we trust no other audience.
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => *a == cfg.client_id,
-        Some(Value::Array(a)) => {
-            a.iter().any(|x| x.as_str() == Some(cfg.client_id.as_str()))
-                && (a.len() == 1
-                    || claims.get("azp").and_then(Value::as_str) == Some(cfg.client_id.as_str()))
-        }
+        Some(Value::Array(a)) => a.len() == 1 && a[0].as_str() == Some(cfg.client_id.as_str()),
         _ => false,
     };
     if !aud_ok {
         return Err(err(
             "id_token_audience_mismatch",
-            "the ID token was not issued to this connection's client",
+            "the ID token's audience is not exactly this connection's client",
+        ));
+    }
+    // 5. If an azp claim is present, it SHOULD be the client_id.
+    if claims
+        .get("azp")
+        .is_some_and(|a| a.as_str() != Some(cfg.client_id.as_str()))
+    {
+        return Err(err(
+            "id_token_audience_mismatch",
+            "the ID token's azp is another client",
         ));
     }
     // 9. The current time MUST be before exp (60 s of clock skew tolerated).
+    // NumericDate may carry a fraction (RFC 7519 §2).
     let exp = claims
         .get("exp")
-        .and_then(Value::as_i64)
+        .and_then(Value::as_f64)
+        .map(|e| e as i64)
         .ok_or_else(|| err("id_token_malformed", "exp is missing"))?;
     if exp + 60 <= now.seconds() {
         return Err(err("id_token_expired", "the ID token has expired"));
     }
     // 10. iat can be used to reject tokens issued too far away from the current time.
-    if claims
+    let iat = claims
         .get("iat")
-        .and_then(Value::as_i64)
-        .is_some_and(|iat| iat > now.seconds() + 300)
-    {
+        .and_then(Value::as_f64)
+        .map(|i| i as i64)
+        .ok_or_else(|| err("id_token_malformed", "iat is missing"))?;
+    if iat > now.seconds() + 300 {
         return Err(err(
             "id_token_not_yet_valid",
             "the ID token was issued in the future",
@@ -275,12 +292,23 @@ pub fn validate_id_token(
                 .collect()
         })
         .unwrap_or_default();
+    // The IdP's own authentication methods (RFC 8176 values), when it says.
+    let amr = claims
+        .get("amr")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Identity {
         subject,
         email: s("email"),
         given_name: s("given_name"),
         family_name: s("family_name"),
         groups,
+        amr,
         claims,
     })
 }

@@ -6,6 +6,7 @@
 //! signature cryptography is libxmlsec1's, behind [`verify::SignatureVerifier`]; see
 //! `docs/decisions/0006-saml-signature-verification.md` for why and for what surrounds it.
 
+mod assertion;
 mod authn;
 mod cert;
 mod error;

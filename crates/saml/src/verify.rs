@@ -72,7 +72,10 @@ impl SignatureVerifier for XmlSecVerifier {
             ReduceMode::PreDigest,
             allowed,
         )
-        .map_err(|e| VerifyFailure(format!("{e}: {:?}", std::error::Error::source(&e))))
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(cause) => VerifyFailure(format!("{e}: {cause}")),
+            None => VerifyFailure(e.to_string()),
+        })
     }
 }
 

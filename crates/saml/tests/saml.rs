@@ -1,5 +1,6 @@
 //! portcullis-saml against an independent signer (xmlsec1 / openssl CLIs): accepted
 //! Responses, every refusal reason, signature wrapping, metadata and AuthnRequests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -192,7 +193,10 @@ fn unsigned_response_is_refused() {
         sign_assertion: false,
         ..Spec::valid()
     };
-    assert_eq!(code_of(validate_spec(&spec)), SamlErrorCode::SignatureMissing);
+    assert_eq!(
+        code_of(validate_spec(&spec)),
+        SamlErrorCode::SignatureMissing
+    );
 }
 
 #[test]
@@ -242,7 +246,10 @@ fn certificate_embedded_in_the_message_is_never_a_trust_anchor() {
 fn tampered_signed_content_is_refused() {
     let xml = build_xml(&Spec::valid()).unwrap();
     let tampered = xml.replace("alice@corp.example", "mallory@corp.example");
-    assert_eq!(code_of(validate_xml(&tampered)), SamlErrorCode::SignatureInvalid);
+    assert_eq!(
+        code_of(validate_xml(&tampered)),
+        SamlErrorCode::SignatureInvalid
+    );
 }
 
 #[test]
@@ -264,7 +271,10 @@ fn inclusive_canonicalisation_is_refused() {
         c14n: "http://www.w3.org/TR/2001/REC-xml-c14n-20010315".into(),
         ..Spec::valid()
     };
-    assert_eq!(code_of(validate_spec(&spec)), SamlErrorCode::AlgorithmRefused);
+    assert_eq!(
+        code_of(validate_spec(&spec)),
+        SamlErrorCode::AlgorithmRefused
+    );
 }
 
 // ---------------------------------------------------------------- signature wrapping
@@ -295,7 +305,10 @@ fn signed_assertion_of(xml: &str) -> String {
 fn assert_wrapping_refused(xml: &str) {
     let r = validate_xml(xml);
     if let Ok(a) = &r {
-        assert_ne!(a.name_id, EVIL_NAME, "the unsigned assertion's values were used");
+        assert_ne!(
+            a.name_id, EVIL_NAME,
+            "the unsigned assertion's values were used"
+        );
     }
     assert_eq!(code_of(r), SamlErrorCode::WrappingDetected);
 }
@@ -303,7 +316,10 @@ fn assert_wrapping_refused(xml: &str) {
 #[test]
 fn wrapping_unsigned_assertion_beside_the_signed_one() {
     let xml = build_xml(&Spec::valid()).unwrap();
-    let before = xml.replace("<saml:Assertion ", &format!("{}<saml:Assertion ", evil_assertion()));
+    let before = xml.replace(
+        "<saml:Assertion ",
+        &format!("{}<saml:Assertion ", evil_assertion()),
+    );
     assert_wrapping_refused(&before);
     let after = xml.replace(
         "</samlp:Response>",
@@ -390,14 +406,20 @@ fn destination_mismatch_and_missing_on_signed_response() {
         destination: Some("https://evil.example/acs".into()),
         ..Spec::valid()
     };
-    assert_eq!(code_of(validate_spec(&spec)), SamlErrorCode::DestinationMismatch);
+    assert_eq!(
+        code_of(validate_spec(&spec)),
+        SamlErrorCode::DestinationMismatch
+    );
     let spec = Spec {
         destination: None,
         sign_response: true,
         sign_assertion: false,
         ..Spec::valid()
     };
-    assert_eq!(code_of(validate_spec(&spec)), SamlErrorCode::DestinationMismatch);
+    assert_eq!(
+        code_of(validate_spec(&spec)),
+        SamlErrorCode::DestinationMismatch
+    );
 }
 
 #[test]
@@ -406,7 +428,10 @@ fn recipient_mismatch() {
         recipient: "https://portcullis.example/e/prod/sso/saml/conn_02/acs".into(),
         ..Spec::valid()
     };
-    assert_eq!(code_of(validate_spec(&spec)), SamlErrorCode::RecipientMismatch);
+    assert_eq!(
+        code_of(validate_spec(&spec)),
+        SamlErrorCode::RecipientMismatch
+    );
 }
 
 #[test]
@@ -415,7 +440,10 @@ fn audience_mismatch() {
         audience: "https://portcullis.example/e/prod/sso/saml/conn_02".into(),
         ..Spec::valid()
     };
-    assert_eq!(code_of(validate_spec(&spec)), SamlErrorCode::AudienceMismatch);
+    assert_eq!(
+        code_of(validate_spec(&spec)),
+        SamlErrorCode::AudienceMismatch
+    );
 }
 
 #[test]
@@ -425,7 +453,10 @@ fn in_response_to_mismatch() {
         response_in_response_to: Some("_req_other".into()),
         ..Spec::valid()
     };
-    assert_eq!(code_of(validate_spec(&spec)), SamlErrorCode::InResponseToMismatch);
+    assert_eq!(
+        code_of(validate_spec(&spec)),
+        SamlErrorCode::InResponseToMismatch
+    );
     // A solicited Response where no request is pending.
     let xml = build_xml(&Spec::valid()).unwrap();
     let (sp, idp) = (sp_config(), idp_config());
@@ -478,7 +509,10 @@ fn status_failure_is_reported() {
         sign_response: true,
         ..Spec::valid()
     };
-    assert_eq!(code_of(validate_spec(&spec)), SamlErrorCode::StatusNotSuccess);
+    assert_eq!(
+        code_of(validate_spec(&spec)),
+        SamlErrorCode::StatusNotSuccess
+    );
 }
 
 // ---------------------------------------------------------------- hostile XML
@@ -519,7 +553,10 @@ fn doctype_with_entities_is_refused_before_libxml2() {
         body.replace("alice@corp.example</saml:NameID>", "&x;</saml:NameID>")
     );
     assert_eq!(refused_before_libxml2(&xxe), SamlErrorCode::DoctypeRefused);
-    let pi = xml.replace("<samlp:Status>", "<?xml-stylesheet href=\"x\"?><samlp:Status>");
+    let pi = xml.replace(
+        "<samlp:Status>",
+        "<?xml-stylesheet href=\"x\"?><samlp:Status>",
+    );
     assert_eq!(
         refused_before_libxml2(&pi),
         SamlErrorCode::ProcessingInstructionRefused
@@ -657,11 +694,16 @@ fn idp_metadata_inside_entities_descriptor() {
     let sp_entity = sp_metadata(&sp_config());
     let sp_entity = sp_entity.split_once("?>").map(|(_, b)| b).unwrap();
     let wrap = |inner: &str| {
-        format!("<md:EntitiesDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" Name=\"fed\">{inner}</md:EntitiesDescriptor>")
+        format!(
+            "<md:EntitiesDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" Name=\"fed\">{inner}</md:EntitiesDescriptor>"
+        )
     };
     let m = parse_idp_metadata(&wrap(&format!("{entity}{sp_entity}"))).unwrap();
     assert_eq!(m.entity_id, IDP_ENTITY);
-    let two = wrap(&format!("{entity}{}", entity.replace(IDP_ENTITY, "https://idp2.example")));
+    let two = wrap(&format!(
+        "{entity}{}",
+        entity.replace(IDP_ENTITY, "https://idp2.example")
+    ));
     assert_eq!(
         parse_idp_metadata(&two).unwrap_err().code,
         SamlErrorCode::InvalidMetadata
@@ -695,7 +737,10 @@ fn cert_info_and_pem_input() {
             .stdout,
     )
     .unwrap();
-    assert!(fp.trim().ends_with(&info.sha256_fingerprint), "{fp} vs {info:?}");
+    assert!(
+        fp.trim().ends_with(&info.sha256_fingerprint),
+        "{fp} vs {info:?}"
+    );
     assert_eq!(
         cert_info(b"nope").unwrap_err().code,
         SamlErrorCode::InvalidCertificate
@@ -706,7 +751,10 @@ fn cert_info_and_pem_input() {
 fn generated_sp_key_is_rsa_2048_for_ten_years() {
     let key = &pki().sp_signing;
     let info = cert_info(&key.certificate_der).unwrap();
-    assert!(info.subject.contains("portcullis conn_01 signing"), "{info:?}");
+    assert!(
+        info.subject.contains("portcullis conn_01 signing"),
+        "{info:?}"
+    );
     let ten_years = now().plus_seconds(10 * 365 * 24 * 3600);
     assert!(info.not_after >= ten_years && info.not_after < ten_years.plus_seconds(7 * 86400));
     let dir = tempfile::tempdir().unwrap();
@@ -808,12 +856,21 @@ fn sp_metadata_parses_back() {
     assert_eq!(sso["WantAssertionsSigned"], "true");
     let acs = find("md:AssertionConsumerService");
     assert_eq!(acs["Location"], ACS);
-    assert_eq!(acs["Binding"], "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST");
+    assert_eq!(
+        acs["Binding"],
+        "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+    );
     assert_eq!(
         certs,
         vec![
-            ("signing".to_string(), pki().sp_signing.certificate_der.clone()),
-            ("encryption".to_string(), pki().sp_encryption.certificate_der.clone()),
+            (
+                "signing".to_string(),
+                pki().sp_signing.certificate_der.clone()
+            ),
+            (
+                "encryption".to_string(),
+                pki().sp_encryption.certificate_der.clone()
+            ),
         ]
     );
     // And it is not mistaken for an IdP's.
@@ -904,7 +961,9 @@ fn authn_request_redirect_unsigned_and_bad_input() {
     let url = authn_request_redirect(&sp, &idp, "_r1", None, false, now()).unwrap();
     assert!(url.starts_with("https://idp.example/sso?tenant=a&SAMLRequest="));
     let q = query_pairs(&url);
-    assert!(!q.contains_key("Signature") && !q.contains_key("SigAlg") && !q.contains_key("RelayState"));
+    assert!(
+        !q.contains_key("Signature") && !q.contains_key("SigAlg") && !q.contains_key("RelayState")
+    );
     let bad = |id: &str, rs: Option<&str>, sp: &SpConfig| {
         authn_request_redirect(sp, &idp, id, rs, true, now())
             .unwrap_err()
@@ -912,7 +971,10 @@ fn authn_request_redirect_unsigned_and_bad_input() {
     };
     assert_eq!(bad("1abc", None, &sp), SamlErrorCode::InvalidInput);
     assert_eq!(bad("_a\"b", None, &sp), SamlErrorCode::InvalidInput);
-    assert_eq!(bad("_ok", Some(&"x".repeat(81)), &sp), SamlErrorCode::InvalidInput);
+    assert_eq!(
+        bad("_ok", Some(&"x".repeat(81)), &sp),
+        SamlErrorCode::InvalidInput
+    );
     sp.signing = None;
     assert_eq!(bad("_ok", None, &sp), SamlErrorCode::InvalidInput);
 }
@@ -937,7 +999,10 @@ fn profile_from_shibboleth_style_oids_and_custom_mapping() {
     a.name_id = "AAdzZWNyZXQx".into();
     a.name_id_format = Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into());
     a.attributes = BTreeMap::from([
-        ("urn:oid:0.9.2342.19200300.100.1.3".to_string(), vec!["bob@uni.example".to_string()]),
+        (
+            "urn:oid:0.9.2342.19200300.100.1.3".to_string(),
+            vec!["bob@uni.example".to_string()],
+        ),
         ("urn:oid:2.5.4.42".to_string(), vec!["Bob".to_string()]),
         ("urn:oid:2.5.4.4".to_string(), vec!["Builder".to_string()]),
         (
@@ -962,7 +1027,9 @@ fn profile_from_shibboleth_style_oids_and_custom_mapping() {
     a.name_id = "carol@corp.example".into();
     a.name_id_format = Some("urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".into());
     assert_eq!(
-        map_profile(&a, &AttributeMapping::default()).email.as_deref(),
+        map_profile(&a, &AttributeMapping::default())
+            .email
+            .as_deref(),
         Some("carol@corp.example")
     );
 }

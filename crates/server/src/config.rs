@@ -34,6 +34,16 @@ pub struct Config {
     pub key_lifetime_days: i64,
     pub key_grace_days: i64,
     pub max_body_bytes: usize,
+    pub webhook_dispatcher: bool,
+    pub node_name: String,
+    pub webhook_lease_seconds: u64,
+    pub webhook_per_endpoint_in_flight: usize,
+    pub webhook_max_in_flight: usize,
+    pub webhook_poll_interval_ms: u64,
+    pub webhook_retry_first_seconds: i64,
+    pub webhook_retry_max_delay_seconds: i64,
+    pub webhook_retry_max_attempts: u32,
+    pub webhook_retry_jitter_percent: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -168,6 +178,14 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("key_lifetime_days", 1, 3650),
     ("key_grace_days", 0, 3650),
     ("max_body_bytes", 1024, 1 << 30),
+    ("webhook_lease_seconds", 15, 86_400),
+    ("webhook_per_endpoint_in_flight", 1, 100),
+    ("webhook_max_in_flight", 1, 10_000),
+    ("webhook_poll_interval_ms", 10, 60_000),
+    ("webhook_retry_first_seconds", 1, 86_400),
+    ("webhook_retry_max_delay_seconds", 1, 2_592_000),
+    ("webhook_retry_max_attempts", 1, 100),
+    ("webhook_retry_jitter_percent", 0, 50),
 ];
 
 fn check_ranges(table: &toml::Table) -> Result<(), ConfigError> {

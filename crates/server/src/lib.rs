@@ -15,6 +15,7 @@ pub mod keys;
 pub mod oauth;
 mod public;
 mod review;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

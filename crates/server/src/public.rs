@@ -18,10 +18,15 @@ pub fn routes() -> Router<App> {
 /// The environment's published keys: `next`, `active`, and `retired` within grace (RFC 7517).
 async fn jwks_get(State(app): State<App>, Path(env): Path<String>) -> ApiResult<impl IntoResponse> {
     let now = app.now();
-    let env = app.environment_cached(&env, now).await.map_err(|e| match e {
-        portcullis_store::StoreError::NotFound(_) => ApiError::not_found(format!("environment {env}")),
-        other => other.into(),
-    })?;
+    let env = app
+        .environment_cached(&env, now)
+        .await
+        .map_err(|e| match e {
+            portcullis_store::StoreError::NotFound(_) => {
+                ApiError::not_found(format!("environment {env}"))
+            }
+            other => other.into(),
+        })?;
     let jwks = app.keys.jwks(&env, now).await.map_err(|e| match e {
         crate::keys::KeyRingError::Store(s) => ApiError::from(s),
         other => ApiError::internal("jwks", other),

@@ -143,7 +143,8 @@ mod erased {
 /// cache entry is dropped); one made through another node within this time.
 const CLIENT_CACHE_MS: i64 = 5_000;
 
-pub type ClientCache = std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, (Client, i64)>>>;
+pub type ClientCache =
+    std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, (Client, i64)>>>;
 
 impl Store {
     fn forget_client(&self, env: &EnvId, id: &ClientId) {
@@ -154,9 +155,19 @@ impl Store {
 
     /// `get_client` through a short-lived cache: client authentication at the token endpoint
     /// then reads no row per request.
-    pub async fn get_client_cached(&self, env: &EnvId, id: &ClientId, now: Timestamp) -> Result<Client> {
+    pub async fn get_client_cached(
+        &self,
+        env: &EnvId,
+        id: &ClientId,
+        now: Timestamp,
+    ) -> Result<Client> {
         let key = format!("{env}|{id}");
-        if let Some((c, at)) = self.client_cache.read().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some((c, at)) = self
+            .client_cache
+            .read()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
             if (0..CLIENT_CACHE_MS).contains(&(now.millis() - at)) {
                 return Ok(c);
             }

@@ -250,22 +250,22 @@ impl Store {
         .transpose()
     }
 
-    /// Whether a pending request exists, without consuming it (to refuse before any state changes).
+    /// The auth request a pending upstream request belongs to, without consuming it (so that a
+    /// request can be checked before anything changes).
     pub async fn peek_sso_request(
         &self,
         env: &EnvId,
         conn: &ConnectionId,
         id: &str,
         now: Timestamp,
-    ) -> Result<bool> {
-        let n: Option<String> = sqlx::query_scalar("SELECT id FROM sso_requests WHERE id = $1 AND env_id = $2 AND connection_id = $3 AND consumed_at IS NULL AND expires_at > $4")
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT auth_request_id FROM sso_requests WHERE id = $1 AND env_id = $2 AND connection_id = $3 AND consumed_at IS NULL AND expires_at > $4")
             .bind(id)
             .bind(env.as_str())
             .bind(conn.as_str())
             .bind(now.millis())
             .fetch_optional(self.reader())
-            .await?;
-        Ok(n.is_some())
+            .await?)
     }
 
     /// Records an assertion ID; false if it was seen before on this connection (a replay).

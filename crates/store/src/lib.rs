@@ -22,6 +22,7 @@ mod migrate;
 mod orgs;
 mod signing;
 mod users;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub use log::{EventFilter, EventPage};
 pub use orgs::{NewOrganization, OrganizationPatch};
 pub use signing::{NewSigningKey, Reseal, StoredSigningKey};
 pub use users::{UserPatch, user_json};
+pub use webhooks::{AttemptOutcome, DeliveryFilter, Recorded, ReplayFrom, webhook_json};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 pub type Conn = sqlx::AnyConnection;

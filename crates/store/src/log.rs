@@ -4,6 +4,11 @@
 //! Numbering takes a row lock (`UPDATE … RETURNING`) on the environment's counter or the chain
 //! head, which on PostgreSQL also makes commit order equal number order within an environment:
 //! a reader paging by number never skips an event that commits later with a smaller number.
+//!
+//! The webhook outbox is written here too: [`append_event`] inserts, in the same transaction, one
+//! delivery row per enabled webhook endpoint of the environment whose filter takes the event
+//! (`webhooks::enqueue_deliveries`). Every caller therefore gets the outbox for free, and an event
+//! can never commit without its deliveries, nor a delivery without its event.
 
 use portcullis_core::Timestamp;
 use portcullis_core::audit::{AuditRecord, ChainHead, GENESIS, NewAudit, Outcome};
@@ -41,7 +46,7 @@ pub async fn append_event(
     .bind(now.millis())
     .execute(&mut *conn)
     .await?;
-    Ok(Event {
+    let event = Event {
         id: e.id,
         env_id: env.clone(),
         seq,
@@ -49,7 +54,10 @@ pub async fn append_event(
         organization_id: e.org_id,
         data: e.data,
         created_at: now,
-    })
+    };
+    // Invariant (outbox): the deliveries commit with the event or not at all.
+    crate::webhooks::enqueue_deliveries(conn, &event, now).await?;
+    Ok(event)
 }
 
 /// Links a new record into `chain` and returns it.
@@ -113,7 +121,7 @@ pub struct EventPage {
     pub has_more: bool,
 }
 
-fn event_from_row(r: &AnyRow) -> Result<Event> {
+pub(crate) fn event_from_row(r: &AnyRow) -> Result<Event> {
     let data: String = r.try_get("data")?;
     Ok(Event {
         id: EventId::from_stored(r.try_get("id")?),

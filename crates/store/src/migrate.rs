@@ -29,6 +29,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "connections",
         include_str!("../migrations/sqlite/0004_connections.sql"),
     ),
+    (
+        5,
+        "webhooks",
+        include_str!("../migrations/sqlite/0005_webhooks.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -50,6 +55,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "connections",
         include_str!("../migrations/postgres/0004_connections.sql"),
+    ),
+    (
+        5,
+        "webhooks",
+        include_str!("../migrations/postgres/0005_webhooks.sql"),
     ),
 ];
 

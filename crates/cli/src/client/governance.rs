@@ -384,7 +384,7 @@ async fn review(conn: &Conn, env: &str, out: Option<std::path::PathBuf>) -> Out 
 
 impl Client {
     /// A request with a non-JSON body (a PEM bundle).
-    async fn raw(
+    pub(super) async fn raw(
         &self,
         method: reqwest::Method,
         path: &str,

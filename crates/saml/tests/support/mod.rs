@@ -63,7 +63,9 @@ fn openssl_key(dir: &Path, name: &str, cn: &str) -> Result<KeyFiles> {
     let key_pem = dir.join(format!("{name}.key.pem"));
     let cert_pem = dir.join(format!("{name}.crt.pem"));
     run(Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        ])
         .arg("-subj")
         .arg(format!("/CN={cn}"))
         .arg("-keyout")
@@ -325,8 +327,14 @@ pub fn xmlsec_sign(xml: &str, key: &KeyFiles, id: &str) -> Result<String> {
         .arg("--sign")
         .arg("--privkey-pem")
         .arg(keyarg)
-        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion"])
-        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:protocol:Response"])
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+        ])
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:protocol:Response",
+        ])
         .args(["--node-id", id])
         .arg("--output")
         .arg(&output)
@@ -362,7 +370,10 @@ pub fn xmlsec_encrypt(xml: &str, id: &str, enc: Encryption) -> Result<String> {
         .args(["--session-key", session])
         .arg("--xml-data")
         .arg(&data)
-        .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion"])
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+        ])
         .args(["--node-id", id])
         .arg("--output")
         .arg(&output)

@@ -115,6 +115,24 @@ fn check_upstream(v: &Value) -> ApiResult<UpstreamConfig> {
             "oidc.allowed_algs: {a:?} is not supported (ES256, RS256, EdDSA)"
         )));
     }
+    if cfg.allowed_algs.is_empty() {
+        return Err(ApiError::invalid(
+            "oidc.allowed_algs: name at least one algorithm",
+        ));
+    }
+    // OIDC Core §3.1.2.1: "OpenID Connect requests MUST contain the openid scope value"; RFC 6749
+    // §3.3: scope tokens are joined by spaces, so one holding a space would smuggle in another.
+    if let Some(s) = cfg.scopes.iter().find(|s| {
+        s.is_empty()
+            || s.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+    }) {
+        return Err(ApiError::invalid(format!(
+            "oidc.scopes: {s:?} is not a scope token"
+        )));
+    }
+    if !cfg.scopes.iter().any(|s| s == "openid") {
+        return Err(ApiError::invalid("oidc.scopes must include openid"));
+    }
     Ok(cfg)
 }
 

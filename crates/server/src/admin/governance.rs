@@ -212,11 +212,13 @@ async fn rows(app: &App, env: &Environment) -> ApiResult<(Policy, Vec<Dependency
     let policy = policy_of(app, env).await?;
     let clients = app.store.list_clients(&env.id).await?;
     let connections = app.store.list_connections(&env.id, None).await?;
+    let webhooks = app.store.list_webhook_endpoints(&env.id).await?;
     let cfg = EnvConfig {
         env,
         policy: &policy,
         clients: &clients,
         connections: &connections,
+        webhooks: &webhooks,
     };
     let rows = inventory(&cfg);
     let findings = policy_findings(&cfg, &rows);

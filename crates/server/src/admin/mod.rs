@@ -6,6 +6,7 @@ mod client_rules;
 mod clients;
 mod connections;
 pub(crate) mod envs;
+mod export;
 mod governance;
 mod logs;
 mod openapi;
@@ -13,6 +14,7 @@ mod orgs;
 mod signing;
 mod users;
 pub mod views;
+mod webhooks;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -23,6 +25,8 @@ pub fn routes() -> Router<App> {
     Router::new()
         .merge(governance::routes())
         .merge(connections::routes())
+        .merge(webhooks::routes())
+        .merge(export::routes())
         .route("/openapi.json", get(openapi::openapi_get))
         .route(
             "/environments",

@@ -42,5 +42,7 @@ pub async fn openapi_get() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = AdminApi::openapi();
     doc.merge(super::governance::GovernanceApi::openapi());
     doc.merge(super::connections::ConnectionsApi::openapi());
+    doc.merge(super::webhooks::WebhooksApi::openapi());
+    doc.merge(super::export::ExportApi::openapi());
     Json(doc)
 }

@@ -153,6 +153,16 @@ pub async fn refuse_public(
 }
 
 async fn refuse(app: &App, ec: &EnvCtx, conn: &Connection, reason: &str, detail: &str) -> Response {
+    let reference = record(app, ec, conn, reason, detail).await;
+    fail_page(
+        ec,
+        "Your organization's identity provider did not complete the sign-in.",
+        Some(&reference),
+    )
+}
+
+/// Writes a refusal to the audit chain and the event log; returns its reference.
+async fn record(app: &App, ec: &EnvCtx, conn: &Connection, reason: &str, detail: &str) -> String {
     let reference = {
         let mut b = [0u8; 6];
         portcullis_core::Random::fill(&portcullis_crypto::SystemRandom, &mut b);
@@ -178,11 +188,7 @@ async fn refuse(app: &App, ec: &EnvCtx, conn: &Connection, reason: &str, detail:
     {
         tracing::warn!(error = %e, "could not record a refused SSO response");
     }
-    fail_page(
-        ec,
-        "Your organization's identity provider did not complete the sign-in.",
-        Some(&reference),
-    )
+    reference
 }
 
 /// The profile is ready: finish the pending authorization request with a code.
@@ -193,7 +199,7 @@ pub async fn complete(
     auth_request_id: &str,
     req: &Request,
     profile: Profile,
-    amr: &str,
+    amr: Vec<String>,
 ) -> Response {
     if !app
         .store
@@ -227,7 +233,7 @@ pub async fn complete(
         profile.id.as_str(),
         conn.org_id.as_str(),
         ec.now,
-        &[amr.to_owned()],
+        &amr,
     )
     .await
     {
@@ -256,7 +262,7 @@ pub async fn complete(
     see_other_to(&code_redirect_for(ec, req, &code))
 }
 
-async fn active_connection(
+async fn connection_of(
     app: &App,
     ec: &EnvCtx,
     id: &str,
@@ -264,7 +270,7 @@ async fn active_connection(
 ) -> Option<Connection> {
     let id = ConnectionId::parse(id)?;
     let c = app.store.get_connection(&ec.env.id, &id).await.ok()?;
-    (c.kind == kind && c.state == ConnectionState::Active).then_some(c)
+    (c.kind == kind).then_some(c)
 }
 
 #[derive(Deserialize)]
@@ -293,16 +299,33 @@ pub async fn oidc_callback_get(
             );
         }
     };
-    let Some(conn) = active_connection(&app, &ec, &conn, ConnectionType::Oidc).await else {
-        return fail_page(&ec, "This sign-in method is not active.", None);
+    let Some(conn) = connection_of(&app, &ec, &conn, ConnectionType::Oidc).await else {
+        return super::pages::error_page(
+            StatusCode::NOT_FOUND,
+            &ec.env.name,
+            "Unknown connection",
+            "This sign-in method does not exist.",
+            None,
+        );
     };
+    if conn.state != ConnectionState::Active {
+        return refuse(
+            &app,
+            &ec,
+            &conn,
+            "connection_inactive",
+            "the connection is not active",
+        )
+        .await;
+    }
     let Some(state) = q.state.filter(|s| s.len() <= 256) else {
         return refuse(&app, &ec, &conn, "state_missing", "").await;
     };
-    // Consumed once; an unknown state consumes nothing.
-    let Ok(Some((auth_request_id, data))) = app
+    // Checked before anything is consumed: the state names a pending request of this connection,
+    // and that request belongs to this browser.
+    let Ok(Some(auth_request_id)) = app
         .store
-        .take_sso_request(&ec.env.id, &conn.id, &state, ec.now)
+        .peek_sso_request(&ec.env.id, &conn.id, &state, ec.now)
         .await
     else {
         return refuse(
@@ -316,7 +339,32 @@ pub async fn oidc_callback_get(
     };
     let req = match pending_request(&app, &ec, &auth_request_id, &headers).await {
         Ok(r) => r,
-        Err(page) => return page,
+        Err(page) => {
+            record(
+                &app,
+                &ec,
+                &conn,
+                "request_not_this_browser",
+                "the pending request expired or was started in another browser",
+            )
+            .await;
+            return page;
+        }
+    };
+    // Consumed once: of two racing callbacks with one state, one goes on.
+    let Ok(Some((_, data))) = app
+        .store
+        .take_sso_request(&ec.env.id, &conn.id, &state, ec.now)
+        .await
+    else {
+        return refuse(
+            &app,
+            &ec,
+            &conn,
+            "state_unknown",
+            "the pending request was already answered",
+        )
+        .await;
     };
     if let Some(e) = q.error {
         return refuse(
@@ -360,6 +408,7 @@ pub async fn oidc_callback_get(
         Ok(i) => i,
         Err(e) => return refuse(&app, &ec, &conn, e.code, &e.message).await,
     };
+    let amr = identity.amr.clone();
     let profile = Profile {
         id: app.store.new_id::<ProfileId>(ec.now),
         env_id: ec.env.id.clone(),
@@ -374,7 +423,7 @@ pub async fn oidc_callback_get(
         created_at: ec.now,
         updated_at: ec.now,
     };
-    complete(&app, &ec, &conn, &auth_request_id, &req, profile, "oidc").await
+    complete(&app, &ec, &conn, &auth_request_id, &req, profile, amr).await
 }
 
 // SAML is wired in by `saml.rs` once the SP crate lands; until then a SAML connection can be

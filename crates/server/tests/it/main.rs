@@ -44,6 +44,7 @@ mod restart;
 mod rotation;
 mod scoping;
 mod sso_oidc;
+mod webhooks;
 
 /// Creates an environment (with extra body fields) and returns its view.
 pub async fn create_env(s: &TestServer, slug: &str, extra: Value) -> Value {

@@ -219,7 +219,7 @@ impl Flow {
     }
 
     /// Enters `email`: the hosted login sends the browser to the IdP, which records the request.
-    async fn to_idp(&mut self, site: &Site, email: &str) -> &BTreeMap<String, String> {
+    async fn go_to_idp(&mut self, site: &Site, email: &str) -> &BTreeMap<String, String> {
         let a = self.b.submit_email(&site.t, &self.req, email).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text);
         let to = a.location().to_owned();
@@ -264,7 +264,7 @@ async fn verified(site: &Site, id_token: &str) -> Value {
 /// Signs `user` in through the connection the hints and `email` lead to; the verified ID token.
 async fn sign_in(site: &Site, hints: &[(&str, &str)], email: &str, user: &IdpUser) -> Value {
     let mut flow = Flow::start(site, hints).await;
-    flow.to_idp(site, email).await;
+    flow.go_to_idp(site, email).await;
     let a = flow.back(site, user, Reply::Valid).await;
     let tokens = flow.tokens(site, &a).await;
     verified(site, str_of(&tokens, "id_token")).await
@@ -280,7 +280,7 @@ async fn end_to_end_through_an_upstream_oidc_provider(backend: Backend) {
     assert_eq!(site.profiles().await, 0);
 
     let mut flow = Flow::start(&site, &[]).await;
-    let up = flow.to_idp(&site, ALICE).await.clone();
+    let up = flow.go_to_idp(&site, ALICE).await.clone();
     // What the IdP received: code flow with PKCE S256, fresh state and nonce, our callback.
     assert_eq!(up["response_type"], "code");
     assert_eq!(up["client_id"], CLIENTS[0].0);
@@ -415,7 +415,7 @@ async fn bad_id_tokens_and_idp_errors_are_refused_and_the_request_survives() {
         let profiles = site.profiles().await;
         let calls = site.idp.token_calls().len();
         let mut flow = Flow::start(&site, &[]).await;
-        flow.to_idp(&site, ALICE).await;
+        flow.go_to_idp(&site, ALICE).await;
         let a = flow.back(&site, &alice(), reply).await;
         let data = site.assert_refused(&a, reason).await;
         assert_eq!(data["connection_id"], conn.as_str(), "{data}");
@@ -429,7 +429,7 @@ async fn bad_id_tokens_and_idp_errors_are_refused_and_the_request_survives() {
         );
         // What a valid response needs is intact: the same browser, on the same pending request,
         // goes to the IdP again and signs in.
-        flow.to_idp(&site, ALICE).await;
+        flow.go_to_idp(&site, ALICE).await;
         let a = flow.back(&site, &alice(), Reply::Valid).await;
         flow.tokens(&site, &a).await;
     }
@@ -444,7 +444,7 @@ async fn unknown_and_replayed_states_are_refused() {
 
     // An unknown state consumes nothing: the pending request still completes afterwards.
     let mut flow = Flow::start(&site, &[]).await;
-    flow.to_idp(&site, ALICE).await;
+    flow.go_to_idp(&site, ALICE).await;
     let forged = format!(
         "{}?{}",
         site.callback(&conn),
@@ -464,7 +464,7 @@ async fn unknown_and_replayed_states_are_refused() {
 
     // The same callback a second time (a replay, or the back button) is refused.
     let mut flow = Flow::start(&site, &[]).await;
-    flow.to_idp(&site, ALICE).await;
+    flow.go_to_idp(&site, ALICE).await;
     let cb = site.idp.approve(&flow.upstream, &alice(), Reply::Valid);
     let first = flow.b.get(&cb).await;
     let second = flow.b.get(&cb).await;
@@ -479,7 +479,7 @@ async fn unknown_and_replayed_states_are_refused() {
 
     // The callback carried to another browser (login CSRF) is refused before the IdP is called.
     let mut flow = Flow::start(&site, &[]).await;
-    flow.to_idp(&site, ALICE).await;
+    flow.go_to_idp(&site, ALICE).await;
     let cb = site.idp.approve(&flow.upstream, &alice(), Reply::Valid);
     let a = Browser::new(&site.s).get(&cb).await;
     assert_page(&a, StatusCode::FORBIDDEN);
@@ -495,9 +495,9 @@ async fn the_token_call_goes_through_the_egress_gate() {
     site.set_egress(json!([])).await;
 
     let mut flow = Flow::start(&site, &[]).await;
-    flow.to_idp(&site, ALICE).await;
+    flow.go_to_idp(&site, ALICE).await;
     let a = flow.back(&site, &alice(), Reply::Valid).await;
-    let data = site.assert_refused(&a, "token_request_failed").await;
+    let data = site.assert_refused(&a, "egress_refused").await;
     assert!(
         str_of(&data, "detail").contains("egress"),
         "the reason names the gate: {data}"
@@ -526,7 +526,7 @@ async fn the_token_call_goes_through_the_egress_gate() {
 
     // With the rule back, the same pending request signs in.
     site.set_egress(json!([site.idp_rule()])).await;
-    flow.to_idp(&site, ALICE).await;
+    flow.go_to_idp(&site, ALICE).await;
     let a = flow.back(&site, &alice(), Reply::Valid).await;
     flow.tokens(&site, &a).await;
 }
@@ -544,12 +544,15 @@ async fn a_response_for_another_organizations_connection_is_refused() {
 
     // Alice of Acme starts signing in: the request goes to Acme's connection.
     let mut victim = Flow::start(&site, &[]).await;
-    let up_a = victim.to_idp(&site, ALICE).await.clone();
+    let up_a = victim.go_to_idp(&site, ALICE).await.clone();
     assert_eq!(up_a["client_id"], CLIENTS[0].0);
     assert_eq!(up_a["redirect_uri"], site.callback(&conn_a));
     // Mallory of Globex obtains a code from Globex's IdP client.
     let mut mallory = Flow::start(&site, &[]).await;
-    let up_b = mallory.to_idp(&site, "mallory@globex.test").await.clone();
+    let up_b = mallory
+        .go_to_idp(&site, "mallory@globex.test")
+        .await
+        .clone();
     assert_eq!(up_b["redirect_uri"], site.callback(&conn_b));
     let mallory_user = IdpUser::new("00u-mallory", ALICE, &["admins"]);
     let cb_b = site.idp.approve(&up_b, &mallory_user, Reply::Valid);
@@ -707,6 +710,15 @@ async fn connections_through_the_admin_api() {
             with_oidc(json!({ "allowed_algs": ["HS256"] })),
         ),
         ("alg none", with_oidc(json!({ "allowed_algs": ["none"] }))),
+        ("no algorithm", with_oidc(json!({ "allowed_algs": [] }))),
+        (
+            "scopes without openid",
+            with_oidc(json!({ "scopes": ["email", "profile"] })),
+        ),
+        (
+            "a scope smuggling another",
+            with_oidc(json!({ "scopes": ["openid", "email admin"] })),
+        ),
         (
             "an unknown setting",
             with_oidc(json!({ "discovery_url": "https://idp.acme.test" })),
@@ -760,7 +772,7 @@ async fn connections_through_the_admin_api() {
     assert_eq!(activated[0]["organization_id"], acme.as_str());
 
     // Active: the same pending request now goes to the IdP.
-    flow.to_idp(&site, ALICE).await;
+    flow.go_to_idp(&site, ALICE).await;
     let pending = flow.upstream.clone();
 
     let (status, v) = s.admin_post(&format!("{one}/deactivate"), json!({})).await;
