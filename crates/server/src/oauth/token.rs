@@ -80,14 +80,11 @@ pub async fn token_post(
         let mut params = form(&headers, &body)?;
         let creds = credentials(&headers, &mut params)?;
         let ec = EnvCtx::load(&app, &env).await?;
-        let res =
-            portcullis_oidc::token::token(&ec.ctx(&app), &TokenRequest { params, creds }).await?;
-        serde_json::to_value(res)
-            .map_err(|e| OAuthError::new(ErrorCode::ServerError, e.to_string()))
+        portcullis_oidc::token::token(&ec.ctx(&app), &TokenRequest { params, creds }).await
     }
     .await;
     match result {
-        Ok(v) => no_store(v),
+        Ok(v) => ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(v)).into_response(),
         Err(e) => {
             tracing::info!(env = %env, error = %e.code.as_str(), description = %e.description, "token request refused");
             oauth_error(&e)
