@@ -1,5 +1,5 @@
 //! `portcullis`: the server (`serve`, `migrate`, `master-key rotate`) and its admin client
-//! (`env`, `org`, `client`, `user`, `api-key`, `keys`, `events`, `audit`).
+//! (`env`, `org`, `client`, `user`, `webhook`, `api-key`, `keys`, `events`, `audit`).
 //!
 //! Exit codes: 0 success, 1 a check found problems (`audit verify`), 2 a usage or input error,
 //! with one line on standard error saying what to fix.

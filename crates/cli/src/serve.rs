@@ -1,4 +1,4 @@
-//! `serve`, `migrate` and `master-key rotate`.
+//! `serve` (with the key scheduler and the webhook dispatcher), `migrate` and `master-key rotate`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,13 +58,20 @@ pub async fn serve(flags: ServerFlags) -> i32 {
     let scheduler = tokio::spawn(portcullis_server::run_key_scheduler(
         app.clone(),
         Duration::from_secs(config.key_check_interval_seconds),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    // The webhook dispatcher: leases due deliveries row by row, so every node may run one.
+    let dispatcher = config
+        .webhook_dispatcher
+        .then(|| tokio::spawn(portcullis_server::webhooks::dispatcher(&app, &config).run(stop_rx)));
     tracing::info!(listen = %config.listen, backend = app.store.backend().as_str(), "portcullis is serving");
     let store = app.store.clone();
     let result = portcullis_server::serve(app, listener, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    if let Some(d) = dispatcher {
+        let _ = d.await;
+    }
     store.close().await;
     match result {
         Ok(()) => {

@@ -14,6 +14,9 @@ use portcullis_testkit::server::{ADMIN_KEY, Backend, TestServer};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Connection};
 
+#[path = "cli/events.rs"]
+mod events;
+
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 /// Longest any one command may take before the test calls it hung.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);

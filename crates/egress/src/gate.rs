@@ -269,13 +269,13 @@ impl EgressGate {
             version: ctx.policy.version,
             host: target.host.clone(),
             port: target.port,
-            addrs: sockets.clone(),
+            addrs: sockets,
         };
-        if let Ok(mut m) = self.clients.lock() {
-            m.retain(|_, (_, at)| at.elapsed() < CLIENT_TTL);
-            if let Some((c, _)) = m.get(&key) {
-                return Ok(c.clone());
-            }
+        if let Ok(m) = self.clients.lock()
+            && let Some((c, at)) = m.get(&key)
+            && at.elapsed() < CLIENT_TTL
+        {
+            return Ok(c.clone());
         }
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -283,7 +283,7 @@ impl EgressGate {
             .connect_timeout(self.config.connect_timeout)
             .dns_resolver(Arc::new(Pinned {
                 host: target.host.clone(),
-                addrs: sockets,
+                addrs: key.addrs.clone(),
                 proxy_host: self
                     .config
                     .proxy
@@ -304,6 +304,8 @@ impl EgressGate {
         }
         let c = b.build().map_err(|e| EgressError::Http(e.to_string()))?;
         if let Ok(mut m) = self.clients.lock() {
+            // Expired clients go when a new one is cached, not on every request's lookup.
+            m.retain(|_, (_, at)| at.elapsed() < CLIENT_TTL);
             m.insert(key, (c.clone(), Instant::now()));
         }
         Ok(c)
@@ -343,8 +345,13 @@ impl EgressGate {
         let mut left_origin = false;
         for _ in 0..=self.config.max_redirects {
             let (parsed, target) = Target::parse(&url).map_err(EgressError::BadUrl)?;
-            let here = (target.scheme, target.host.clone(), target.port);
-            left_origin |= *origin.get_or_insert_with(|| here.clone()) != here;
+            match &origin {
+                None => origin = Some((target.scheme, target.host.clone(), target.port)),
+                Some((scheme, host, port)) => {
+                    left_origin |= (*scheme, host.as_str(), *port)
+                        != (target.scheme, &target.host, target.port);
+                }
+            }
             let addrs = self.addresses(&ctx.policy, &target, purpose).await?;
             let decision = decide(&ctx.policy, &target, purpose, &addrs);
             if !decision.allowed {

@@ -44,8 +44,9 @@ pub(crate) fn time_attr(el: El<'_>, name: &str) -> Result<Option<Timestamp>, Sam
 
 pub(crate) fn check_issuer(issuer: El<'_>, e: &Expectations<'_>) -> Result<(), SamlError> {
     let format = issuer.attr("Format").unwrap_or(ns::NAMEID_ENTITY);
+    // xs:anyURI collapses surrounding whitespace; nothing else is forgiven.
     let value = issuer.text();
-    if format != ns::NAMEID_ENTITY || value != e.idp.entity_id {
+    if format != ns::NAMEID_ENTITY || value.trim() != e.idp.entity_id {
         return Err(err(
             SamlErrorCode::IssuerMismatch,
             format!("Issuer {} is not the configured IdP", clip(&value)),
@@ -139,7 +140,7 @@ pub(crate) fn validate_assertion(a: El<'_>, e: &Expectations<'_>) -> Result<Asse
     for r in restrictions {
         if !r
             .children_named(ns::SAML, "Audience")
-            .any(|aud| aud.text() == e.sp.entity_id)
+            .any(|aud| aud.text().trim() == e.sp.entity_id)
         {
             return Err(err(
                 SamlErrorCode::AudienceMismatch,
@@ -160,7 +161,7 @@ pub(crate) fn validate_assertion(a: El<'_>, e: &Expectations<'_>) -> Result<Asse
     Ok(Assertion {
         response_id: String::new(),
         assertion_id: assertion_id.to_owned(),
-        issuer: issuer.text(),
+        issuer: issuer.text().trim().to_owned(),
         name_id,
         name_id_format: name_id_el.attr("Format").map(str::to_owned),
         session_index: authn.attr("SessionIndex").map(str::to_owned),

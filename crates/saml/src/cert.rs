@@ -118,10 +118,14 @@ pub fn certificates_from_pem(text: &str) -> Result<Vec<Vec<u8>>, SamlError> {
 
 /// Base64 with any ASCII whitespace ignored (XML and PEM wrap lines).
 pub(crate) fn decode_base64_lenient(text: &str) -> Option<Vec<u8>> {
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    if compact.is_empty() {
+    let text = text.trim_ascii();
+    if text.is_empty() {
         return None;
     }
+    if !text.bytes().any(|b| b.is_ascii_whitespace()) {
+        return B64.decode(text).ok();
+    }
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     B64.decode(compact).ok()
 }
 

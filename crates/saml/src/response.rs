@@ -14,7 +14,9 @@ use crate::assertion::{check_issuer, validate_assertion};
 use crate::cert::{IdpConfig, SpConfig};
 use crate::error::{SamlError, SamlErrorCode, clip};
 use crate::ns;
-use crate::verify::{SignatureVerifier, XmlSecVerifier, explain_failure, inspect_signature};
+use crate::verify::{
+    SignatureVerifier, XmlSecVerifier, explain_failure, inspect_signature, trusted_in_likely_order,
+};
 use crate::xml::{Doc, El, escape};
 use crate::xmlenc::decrypt_element;
 
@@ -94,8 +96,9 @@ pub fn validate_response_with(
     let verified = if signatures.is_empty() {
         None
     } else {
+        let ordered = trusted_in_likely_order(&signatures, certs);
         let c14n = verifier
-            .verify(&xml, certs, e.idp.allow_sha1)
+            .verify(&xml, &ordered, e.idp.allow_sha1)
             .map_err(|f| explain_failure(f, &signatures, certs))?;
         Some(Doc::parse(&c14n, MAX_RESPONSE_BYTES)?)
     };
@@ -203,10 +206,11 @@ fn open_encrypted(
         )
     })?;
     if let Some(sig) = shape.signatures.first() {
-        let info = inspect_signature(*sig, e.idp.allow_sha1)?;
+        let info = [inspect_signature(*sig, e.idp.allow_sha1)?];
+        let ordered = trusted_in_likely_order(&info, certs);
         let c14n = verifier
-            .verify(&wrapper, certs, e.idp.allow_sha1)
-            .map_err(|f| explain_failure(f, std::slice::from_ref(&info), certs))?;
+            .verify(&wrapper, &ordered, e.idp.allow_sha1)
+            .map_err(|f| explain_failure(f, &info, certs))?;
         let verified = Doc::parse(&c14n, MAX_RESPONSE_BYTES)?;
         expect_same(verified.root(), inner, ns::SAML, "Assertion")?;
         Ok(Opened::SignedItself(verified))

@@ -201,6 +201,22 @@ pub(crate) fn inspect_signature(
     })
 }
 
+/// The configured certificates, those the message names first: the verifier tries them in
+/// order, so during a rollover the right one is found at once. Never adds a certificate.
+pub(crate) fn trusted_in_likely_order(
+    signatures: &[SignatureInfo<'_>],
+    trusted_der: &[Vec<u8>],
+) -> Vec<Vec<u8>> {
+    let named = |t: &Vec<u8>| {
+        signatures
+            .iter()
+            .any(|s| s.embedded_certificates.iter().any(|c| c == t))
+    };
+    let mut out: Vec<Vec<u8>> = trusted_der.iter().filter(|t| named(t)).cloned().collect();
+    out.extend(trusted_der.iter().filter(|t| !named(t)).cloned());
+    out
+}
+
 /// Turns a verification failure into the reason an operator can act on: a message that names a
 /// certificate we were not configured with was signed by a key we do not trust (an attacker's,
 /// or an IdP rollover not yet imported); anything else is a signature that does not verify.

@@ -17,6 +17,10 @@ use crate::error::{SamlError, SamlErrorCode, clip};
 /// its attribute values nests about 10 deep; metadata about 8.
 pub const MAX_DEPTH: usize = 32;
 
+/// Most attributes (namespace declarations included) on one element. SAML elements carry fewer
+/// than a dozen; the cap keeps duplicate-attribute checks, which are quadratic, cheap.
+pub(crate) const MAX_ATTRIBUTES: usize = 128;
+
 pub(crate) const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 
 #[derive(Debug, Clone)]
@@ -204,7 +208,13 @@ impl Builder {
         let mark = self.bindings.len();
         let mut decls = Vec::new();
         let mut raw_attrs = Vec::new();
-        for attr in s.attributes() {
+        for (n, attr) in s.attributes().enumerate() {
+            if n >= MAX_ATTRIBUTES {
+                return Err(SamlError::new(
+                    SamlErrorCode::TooLarge,
+                    format!("more than {MAX_ATTRIBUTES} attributes on one element"),
+                ));
+            }
             let attr = attr.map_err(|e| SamlError::malformed(format!("attribute: {e}")))?;
             let key = attr.key.as_ref().to_owned();
             let value = attr
@@ -493,6 +503,10 @@ mod tests {
         );
         let deep = format!("{}{}", "<a>".repeat(40), "</a>".repeat(40));
         assert_eq!(code(&deep), SamlErrorCode::TooDeep);
+        let wide: String = (0..40_000).map(|i| format!(" a{i}=\"\"")).collect();
+        let started = std::time::Instant::now();
+        assert_eq!(code(&format!("<a{wide}/>")), SamlErrorCode::TooLarge);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
         assert_eq!(
             Doc::parse("<a/>", 2).map(|_| ()).unwrap_err().code,
             SamlErrorCode::TooLarge

@@ -185,6 +185,47 @@ fn clock_skew_is_tolerated_within_the_window() {
     validate_spec(&spec).unwrap();
 }
 
+#[test]
+fn idp_config_from_imported_metadata_accepts_both_rollover_keys() {
+    let m = parse_idp_metadata(&keycloak_metadata()).unwrap();
+    let idp = IdpConfig {
+        entity_id: m.entity_id.clone(),
+        sso_redirect_url: m.sso_redirect_url.clone().unwrap(),
+        certificates_der: m.certificates.iter().map(|c| c.der.clone()).collect(),
+        allow_sha1: false,
+    };
+    let sp = sp_config();
+    for key in [&pki().idp, &pki().idp_next] {
+        let xml = build_xml_with(&Spec::valid(), key).unwrap();
+        check_alice(&validate_response(&b64(&xml), &expect(&sp, &idp)).unwrap());
+    }
+}
+
+#[test]
+fn response_for_one_connection_is_refused_at_another() {
+    let xml = build_xml(&Spec::valid()).unwrap();
+    // Organization B's connection, same IdP software and even the same IdP key.
+    let sp_b = SpConfig {
+        entity_id: "https://portcullis.example/e/prod/sso/saml/conn_02".into(),
+        acs_url: "https://portcullis.example/e/prod/sso/saml/conn_02/acs".into(),
+        ..sp_config()
+    };
+    let idp = idp_config();
+    assert_eq!(
+        code_of(validate_response(&b64(&xml), &expect(&sp_b, &idp))),
+        SamlErrorCode::DestinationMismatch
+    );
+    // Organization B's own IdP key: the signature is not one it trusts.
+    let idp_b = IdpConfig {
+        certificates_der: vec![pki().idp_next.cert_der.clone()],
+        ..idp_config()
+    };
+    assert_eq!(
+        code_of(validate_response(&b64(&xml), &expect(&sp_config(), &idp_b))),
+        SamlErrorCode::UntrustedKey
+    );
+}
+
 // ---------------------------------------------------------------- signatures and keys
 
 #[test]

@@ -191,7 +191,7 @@ pub async fn connection_create(
             )
         }
         ConnectionType::Saml => {
-            let (config, secrets) = crate::oauth::sso::new_saml_config(
+            let (config, secrets) = crate::oauth::saml::new_saml_config(
                 &app,
                 &id,
                 env.id.as_str(),
@@ -259,7 +259,7 @@ pub async fn connection_get(
 fn incomplete(c: &Connection) -> Option<String> {
     match c.kind {
         ConnectionType::Oidc => check_upstream(&c.config).err().map(|e| e.message),
-        ConnectionType::Saml => crate::oauth::sso::saml_incomplete(c),
+        ConnectionType::Saml => crate::oauth::saml::saml_incomplete(c),
     }
 }
 
@@ -351,7 +351,7 @@ pub fn routes() -> axum::Router<App> {
         )
         .route(
             "/environments/{env}/connections/{conn}/saml-metadata",
-            put(crate::oauth::sso::saml_metadata_put),
+            put(crate::oauth::saml::saml_metadata_put),
         )
 }
 

@@ -3,6 +3,7 @@
 
 mod login;
 pub mod pages;
+pub mod saml;
 pub mod sso;
 mod token;
 
@@ -42,6 +43,11 @@ pub fn routes() -> Router<App> {
             "/e/{env}/sso/oidc/{conn}/callback",
             get(sso::oidc_callback_get),
         )
+        .route(
+            "/e/{env}/sso/saml/{conn}/metadata",
+            get(saml::saml_metadata_get),
+        )
+        .route("/e/{env}/sso/saml/{conn}/acs", post(saml::saml_acs_post))
         .route("/e/{env}/oauth2/token", post(token::token_post))
         .route("/e/{env}/oauth2/introspect", post(token::introspect_post))
         .route("/e/{env}/oauth2/revoke", post(token::revoke_post))

@@ -137,7 +137,7 @@ pub async fn start(
             }
             see_other_to(&started.url)
         }
-        ConnectionType::Saml => saml_start(app, ec, conn, auth_request_id, req).await,
+        ConnectionType::Saml => super::saml::saml_start(app, ec, conn, auth_request_id, req).await,
     }
 }
 
@@ -424,36 +424,4 @@ pub async fn oidc_callback_get(
         updated_at: ec.now,
     };
     complete(&app, &ec, &conn, &auth_request_id, &req, profile, amr).await
-}
-
-// SAML is wired in by `saml.rs` once the SP crate lands; until then a SAML connection can be
-// created but not activated, and nothing routes to it.
-pub fn new_saml_config(
-    _app: &App,
-    _id: &ConnectionId,
-    _env: &str,
-    _settings: Value,
-    _now: portcullis_core::Timestamp,
-) -> crate::error::ApiResult<(Value, Vec<u8>)> {
-    Err(crate::error::ApiError::invalid(
-        "SAML connections are not available in this build yet",
-    ))
-}
-
-pub fn saml_incomplete(_c: &Connection) -> Option<String> {
-    Some("SAML connections are not available in this build yet".into())
-}
-
-pub async fn saml_metadata_put() -> crate::error::ApiError {
-    crate::error::ApiError::invalid("SAML connections are not available in this build yet")
-}
-
-async fn saml_start(
-    _app: &App,
-    ec: &EnvCtx,
-    _conn: &Connection,
-    _id: &str,
-    _req: &Request,
-) -> Response {
-    fail_page(ec, "This sign-in method is not available.", None)
 }

@@ -84,7 +84,14 @@ pub async fn token_post(
     }
     .await;
     match result {
-        Ok(v) => ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(v)).into_response(),
+        Ok(v) => (
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::PRAGMA, "no-cache"),
+            ],
+            Json(v),
+        )
+            .into_response(),
         Err(e) => {
             tracing::info!(env = %env, error = %e.code.as_str(), description = %e.description, "token request refused");
             oauth_error(&e)
