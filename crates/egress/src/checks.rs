@@ -35,6 +35,21 @@ fn loopback_only(r: &Rule) -> bool {
     }
 }
 
+/// A block so wide it takes in addresses no identity flow should reach: the metadata services,
+/// or more than a /8 (IPv4) or /16 (IPv6).
+fn broad(c: &crate::addr::Cidr) -> bool {
+    let metadata = [
+        std::net::IpAddr::from([169, 254, 169, 254]),
+        std::net::IpAddr::from([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]),
+    ];
+    metadata.iter().any(|m| c.contains(*m))
+        || if c.addr.is_ipv4() {
+            c.prefix < 8
+        } else {
+            c.prefix < 16
+        }
+}
+
 /// Findings of `policy check` for one environment.
 pub fn policy_findings(cfg: &EnvConfig<'_>, rows: &[Dependency]) -> Vec<Finding> {
     let env = cfg.env.slug.clone();
@@ -62,6 +77,15 @@ pub fn policy_findings(cfg: &EnvConfig<'_>, rows: &[Dependency]) -> Vec<Finding>
             .any(|d| d.decision == Verdict::Allowed && d.detail == format!("rule {}", r.id));
         if !serves && !waived(cfg.policy, "unused_rule", Some(&r.id)) {
             out.push(f("unused_rule", format!("rule {}", r.id), format!("rule {} ({}) serves no configured dependency: remove it (least privilege) or waive it", r.id, r.path())));
+        }
+        if let Some(c) = r.cidr.filter(|c| broad(c)) {
+            if !waived(cfg.policy, "broad_cidr", Some(&r.id)) {
+                out.push(f(
+                    "broad_cidr",
+                    format!("rule {}", r.id),
+                    format!("rule {} allows {c}, which includes special addresses such as the cloud metadata service: name the hosts' block exactly", r.id),
+                ));
+            }
         }
         if r.scheme == Scheme::Http
             && !loopback_only(r)
@@ -267,4 +291,52 @@ pub fn findings_markdown(title: &str, findings: &[Finding]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_core::Timestamp;
+    use portcullis_core::ids::{EnvId, PrefixedId};
+    use portcullis_core::model::{EnvMode, Environment, KeyPolicy, SigningAlg};
+
+    use super::*;
+    use crate::inventory::EnvConfig;
+
+    #[test]
+    fn broad_blocks_are_findings_unless_waived() {
+        let env = Environment {
+            id: EnvId::from_parts("01J00000000000000000000000"),
+            slug: "c".into(),
+            name: "c".into(),
+            mode: EnvMode::Connected,
+            issuer: "https://id.example.com/e/c".into(),
+            signing_alg: SigningAlg::ES256,
+            key_policy: KeyPolicy::default(),
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        };
+        let check = |doc: &str| {
+            let policy = crate::policy::parse(doc).unwrap();
+            let cfg = EnvConfig {
+                env: &env,
+                policy: &policy,
+                clients: &[],
+                connections: &[],
+                webhooks: &[],
+            };
+            policy_findings(&cfg, &[])
+                .into_iter()
+                .map(|f| f.code)
+                .collect::<Vec<_>>()
+        };
+        let wide = r#"{"rules":[{"id":"all","cidr":"0.0.0.0/0","purposes":["webhook"]}]}"#;
+        assert!(check(wide).contains(&"broad_cidr".to_owned()));
+        let meta = r#"{"rules":[{"id":"ll","cidr":"169.254.0.0/16","purposes":["webhook"]}]}"#;
+        assert!(check(meta).contains(&"broad_cidr".to_owned()));
+        let exact = r#"{"rules":[{"id":"net","cidr":"10.20.0.0/16","purposes":["webhook"]}]}"#;
+        assert!(!check(exact).contains(&"broad_cidr".to_owned()));
+        let waived = r#"{"rules":[{"id":"all","cidr":"0.0.0.0/0","purposes":["webhook"]}],
+                         "waivers":[{"finding":"broad_cidr","rule":"all","reason":"lab network"}]}"#;
+        assert!(!check(waived).contains(&"broad_cidr".to_owned()));
+    }
 }

@@ -58,10 +58,10 @@ pub async fn subject_claims(
         Err(e) => return Err(e.into()),
     };
     let mut c = json!({ "org_id": p.org_id, "connection_id": p.connection_id, "idp_id": p.idp_id, "groups": p.groups });
-    if granted.iter().any(|s| s == "email") {
-        if let Some(e) = &p.email {
-            c["email"] = json!(e);
-        }
+    if granted.iter().any(|s| s == "email")
+        && let Some(e) = &p.email
+    {
+        c["email"] = json!(e);
     }
     if granted.iter().any(|s| s == "profile") {
         if let Some(f) = &p.first_name {

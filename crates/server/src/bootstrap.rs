@@ -244,7 +244,12 @@ impl Bootstrap {
                     store: store_for_observer,
                     clock: clock_for_observer,
                 }),
-                portcullis_egress::GateConfig::default(),
+                portcullis_egress::GateConfig {
+                    timeout: std::time::Duration::from_secs(config.egress_timeout_seconds),
+                    max_response_bytes: config.egress_max_response_bytes,
+                    proxy: (!config.egress_proxy.is_empty()).then(|| config.egress_proxy.clone()),
+                    ..portcullis_egress::GateConfig::default()
+                },
             ),
         }));
         first_admin_key(&app, config, &mut report).await?;

@@ -34,6 +34,9 @@ pub struct Config {
     pub key_lifetime_days: i64,
     pub key_grace_days: i64,
     pub max_body_bytes: usize,
+    pub egress_proxy: String,
+    pub egress_timeout_seconds: u64,
+    pub egress_max_response_bytes: usize,
     pub webhook_dispatcher: bool,
     pub node_name: String,
     pub webhook_lease_seconds: u64,
@@ -144,6 +147,22 @@ impl Config {
             return Err(ConfigError(
                 "`key_check_interval_seconds` and `max_connections` must be positive, `max_body_bytes` at least 1024".into(),
             ));
+        }
+        if !(1..=300).contains(&self.egress_timeout_seconds)
+            || !(1024..=1 << 30).contains(&self.egress_max_response_bytes)
+        {
+            return Err(ConfigError(
+                "`egress_timeout_seconds` must be 1 to 300 and `egress_max_response_bytes` 1024 to 1 GiB".into(),
+            ));
+        }
+        if !self.egress_proxy.is_empty()
+            && !(self.egress_proxy.starts_with("http://")
+                || self.egress_proxy.starts_with("https://"))
+        {
+            return Err(ConfigError(format!(
+                "`egress_proxy` must be an http:// or https:// URL, not {:?}",
+                self.egress_proxy
+            )));
         }
         Ok(())
     }

@@ -167,10 +167,9 @@ impl Store {
             .read()
             .ok()
             .and_then(|m| m.get(&key).cloned())
+            && (0..CLIENT_CACHE_MS).contains(&(now.millis() - at))
         {
-            if (0..CLIENT_CACHE_MS).contains(&(now.millis() - at)) {
-                return Ok(c);
-            }
+            return Ok(c);
         }
         let c = self.get_client(env, id).await?;
         if let Ok(mut m) = self.client_cache.write() {

@@ -442,16 +442,23 @@ impl Store {
     ) -> Result<Vec<Delivery>> {
         let due = "state = 'pending' AND next_attempt_at <= $3 \
                    AND (lease_expires_at IS NULL OR lease_expires_at <= $3)";
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE webhook_deliveries SET lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
-             WHERE id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = $4 AND {due} \
-             ORDER BY next_attempt_at, event_seq LIMIT $5{lock}) AND {due} \
-             RETURNING {DELIVERY_COLUMNS}"
+        let pick = format!(
+            "SELECT id FROM webhook_deliveries WHERE endpoint_id = $4 AND {due} \
+             ORDER BY next_attempt_at, event_seq LIMIT $5"
         );
+        let set = "UPDATE webhook_deliveries SET lease_owner = $1, lease_expires_at = $2, updated_at = $3";
+        // PostgreSQL: the pick runs exactly once (a materialised CTE; a plain `IN (subquery)` may
+        // be rescanned, taking more than `n` rows) and skips rows another node is leasing; the
+        // outer `WHERE` re-checks the due conditions on each row as last committed.
+        let sql = match self.backend() {
+            Backend::Postgres => format!(
+                "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
+                 {set} WHERE id IN (SELECT id FROM picked) AND {due} RETURNING {DELIVERY_COLUMNS}"
+            ),
+            Backend::Sqlite => {
+                format!("{set} WHERE id IN ({pick}) AND {due} RETURNING {DELIVERY_COLUMNS}")
+            }
+        };
         let mut tx = self.begin().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(owner)

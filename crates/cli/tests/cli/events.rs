@@ -340,7 +340,8 @@ async fn deliveries_survive_sigkill(database_url: Option<String>, two_nodes: boo
     let duplicates: usize = per_id.values().map(|n| n - 1).sum();
     assert!(
         duplicates <= 4,
-        "{duplicates} duplicate deliveries (at most the killed node's 4 in flight); {at_kill} delivered at the kill"
+        "{duplicates} duplicate deliveries (at most the killed node's 4 in flight); {at_kill} delivered at the kill: {:?}\nnode a log:\n{log}",
+        rx.ids()
     );
     drop(b);
 }

@@ -274,14 +274,14 @@ async fn set_state(
     if before.state == state {
         return Ok(Json(ConnectionView::from(&before)));
     }
-    if state == ConnectionState::Active {
-        if let Some(why) = incomplete(&before) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "connection_incomplete",
-                format!("the connection cannot be activated: {why}"),
-            ));
-        }
+    if state == ConnectionState::Active
+        && let Some(why) = incomplete(&before)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "connection_incomplete",
+            format!("the connection cannot be activated: {why}"),
+        ));
     }
     let (kind, action) = match state {
         ConnectionState::Active => (EventType::ConnectionActivated, "connection.activate"),

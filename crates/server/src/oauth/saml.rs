@@ -175,10 +175,10 @@ fn idp_json(
 }
 
 pub fn saml_incomplete(c: &Connection) -> Option<String> {
-    let idp = c.config.get("idp")?;
-    (idp.get("entity_id").is_none() || idp.get("sso_url").is_none() || idp["certificates"].as_array().is_none_or(Vec::is_empty))
+    // A connection created without `idp` has no IdP side at all: that is incomplete too.
+    let complete = idp_config(c).is_some_and(|i| !i.certificates_der.is_empty());
+    (!complete)
         .then(|| "the IdP is not configured: upload its metadata (PUT …/saml-metadata) or set entity ID, SSO URL and certificates".into())
-        .or(None)
 }
 
 /// The IdP side of a connection, as configured.
@@ -405,21 +405,30 @@ pub async fn saml_acs_post(
         None => None,
     };
     let allow_unsolicited = c.config["allow_idp_initiated"].as_bool().unwrap_or(false);
-    if solicited.is_none() && !allow_unsolicited {
-        return refuse_public(
-            &app,
-            &ec,
-            &c,
-            "unsolicited",
-            "no pending request matches, and IdP-initiated login is off",
-        )
-        .await;
-    }
+    // Without a pending request, and with IdP-initiated login off, the Response can only answer
+    // a request of ours that is no longer pending (answered, or expired): it is still validated
+    // against that request, so that a replayed Response is refused as a replay, and a forged one
+    // for what it is, before the request's state is.
+    let in_response_to = match (&solicited, &relay) {
+        (Some(r), _) => Some(r.as_str()),
+        (None, _) if allow_unsolicited => None,
+        (None, Some(r)) => Some(r.as_str()),
+        (None, None) => {
+            return refuse_public(
+                &app,
+                &ec,
+                &c,
+                "unsolicited",
+                "no pending request matches, and IdP-initiated login is off",
+            )
+            .await;
+        }
+    };
     let skew = c.config["skew_seconds"].as_i64().unwrap_or(120);
     let expect = Expectations {
         sp: &sp,
         idp: &idp,
-        in_response_to: solicited.as_deref(),
+        in_response_to,
         now: ec.now,
         skew_seconds: skew,
     };
@@ -447,6 +456,16 @@ pub async fn saml_acs_post(
             .await;
         }
         Err(e) => return refuse_public(&app, &ec, &c, "replay_cache_failed", &e.to_string()).await,
+    }
+    if solicited.is_none() && !allow_unsolicited {
+        return refuse_public(
+            &app,
+            &ec,
+            &c,
+            "in_response_to_used",
+            "the request this answers is no longer pending (answered or expired)",
+        )
+        .await;
     }
     let (auth_request_id, req) = match solicited {
         Some(id) => match app
