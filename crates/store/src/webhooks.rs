@@ -211,8 +211,7 @@ impl Store {
         actor: &str,
         now: Timestamp,
         e: &WebhookEndpoint,
-        kind: EventType,
-        action: &str,
+        (kind, action): (EventType, &str),
         data: Value,
     ) -> Result<()> {
         append_event(
@@ -272,8 +271,7 @@ impl Store {
             actor,
             now,
             &e,
-            EventType::WebhookEndpointCreated,
-            "webhook_endpoint.create",
+            (EventType::WebhookEndpointCreated, "webhook_endpoint.create"),
             webhook_json(&e),
         )
         .await?;
@@ -365,7 +363,7 @@ impl Store {
         } else {
             "webhook_endpoint.update"
         };
-        self.audit_and_event(&mut tx, actor, now, &after, kind, action, data)
+        self.audit_and_event(&mut tx, actor, now, &after, (kind, action), data)
             .await?;
         tx.commit().await?;
         Ok(after)
@@ -404,8 +402,7 @@ impl Store {
             actor,
             now,
             e,
-            EventType::WebhookEndpointDeleted,
-            "webhook_endpoint.delete",
+            (EventType::WebhookEndpointDeleted, "webhook_endpoint.delete"),
             webhook_json(e),
         )
         .await?;

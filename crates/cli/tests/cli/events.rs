@@ -319,6 +319,12 @@ async fn deliveries_survive_sigkill(database_url: Option<String>, two_nodes: boo
         missing.is_empty(),
         "never delivered: {missing:?}\nnode a log:\n{log}"
     );
+    assert_eq!(pending, 0, "deliveries left pending\nnode a log:\n{log}");
+    assert_eq!(
+        unfinished(&a.url, &whk, "failed").await,
+        0,
+        "no delivery failed"
+    );
     let seqs: Vec<i64> = events
         .iter()
         .map(|e| e["sequence"].as_i64().unwrap())

@@ -30,8 +30,9 @@ pub struct CreateConnection {
     /// The upstream client secret for `oidc` (sealed at rest; never returned).
     pub client_secret: Option<String>,
     /// For `saml`: `allow_idp_initiated`, `allow_sha1`, `sign_requests`, `skew_seconds`,
-    /// `attribute_mapping`, `idp_initiated_client_id`, `idp_initiated_redirect_uri`. The IdP side
-    /// comes from metadata (PUT …/saml-metadata) or from `idp` fields set by hand.
+    /// `attribute_mapping`, `idp_initiated` (`{"client_id", "redirect_uri"}`: where an
+    /// IdP-initiated sign-in lands). The IdP side comes from metadata (PUT …/saml-metadata) or
+    /// from `idp` (`{"entity_id", "sso_url", "certificates_pem"}`) set by hand.
     #[schema(value_type = Object)]
     pub saml: Option<Value>,
 }

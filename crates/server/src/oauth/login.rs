@@ -352,16 +352,55 @@ pub async fn login_get(
         Err(r) => return r,
     };
     let id = q.req.unwrap_or_default();
-    match pending(&app, &ec, &id, &headers).await {
-        Ok(req) => email_page(
-            &ec,
-            &id,
-            req.login_hint.as_deref().unwrap_or_default(),
-            None,
-            StatusCode::OK,
-        ),
-        Err(r) => r,
+    let req = match pending(&app, &ec, &id, &headers).await {
+        Ok(req) => req,
+        Err(r) => return r,
+    };
+    // The routing hints go straight to the IdP when they name one: `connection=conn_…`, or an
+    // `organization` whose sign-in is an active SSO connection. Everything else asks the email.
+    if let Some(conn) = hinted_connection(&app, &ec, &req).await {
+        return super::sso::start(&app, &ec, &conn, &id, &req, req.login_hint.as_deref()).await;
     }
+    email_page(
+        &ec,
+        &id,
+        req.login_hint.as_deref().unwrap_or_default(),
+        None,
+        StatusCode::OK,
+    )
+}
+
+async fn hinted_connection(
+    app: &App,
+    ec: &EnvCtx,
+    req: &Request,
+) -> Option<portcullis_core::sso::Connection> {
+    use portcullis_core::sso::ConnectionState;
+    if let Some(c) = req
+        .connection
+        .as_deref()
+        .and_then(portcullis_core::ids::ConnectionId::parse)
+    {
+        let conn = app.store.get_connection(&ec.env.id, &c).await.ok()?;
+        let org_ok = req
+            .organization
+            .as_deref()
+            .is_none_or(|o| o == conn.org_id.as_str());
+        return (conn.state == ConnectionState::Active && org_ok).then_some(conn);
+    }
+    if req.connection.as_deref() == Some("password") {
+        return None;
+    }
+    let org = req
+        .organization
+        .as_deref()
+        .and_then(portcullis_core::ids::OrgId::parse)?;
+    app.store
+        .list_connections(&ec.env.id, Some(&org))
+        .await
+        .ok()?
+        .into_iter()
+        .find(|c| c.state == ConnectionState::Active)
 }
 
 #[derive(Deserialize)]

@@ -44,6 +44,7 @@ mod restart;
 mod rotation;
 mod scoping;
 mod sso_oidc;
+mod sso_saml;
 mod webhooks;
 
 /// Creates an environment (with extra body fields) and returns its view.

@@ -190,6 +190,9 @@ struct Flow {
     pkce: Pkce,
     /// The authorization request the IdP received last.
     upstream: BTreeMap<String, String>,
+    /// Where the hosted login sent the browser without asking the email (a routing hint that
+    /// names an SSO connection), if it did.
+    direct: Option<String>,
 }
 
 impl Flow {
@@ -209,20 +212,36 @@ impl Flow {
             ("code_challenge_method", "S256"),
         ];
         p.extend_from_slice(params);
-        let req = b.start(&site.t, &authorize_url(&site.t, &p)).await;
+        let a = b.get(&authorize_url(&site.t, &p)).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text);
+        let login = a.location().to_owned();
+        let req = crate::oauth::query(&login)
+            .remove("req")
+            .expect("the login URL names the request");
+        let page = b.get(&login).await;
+        let direct = (page.status == StatusCode::SEE_OTHER).then(|| page.location().to_owned());
+        if direct.is_none() {
+            assert_page(&page, StatusCode::OK);
+        }
         Self {
             b,
             req,
             pkce,
             upstream: BTreeMap::new(),
+            direct,
         }
     }
 
     /// Enters `email`: the hosted login sends the browser to the IdP, which records the request.
     async fn go_to_idp(&mut self, site: &Site, email: &str) -> &BTreeMap<String, String> {
-        let a = self.b.submit_email(&site.t, &self.req, email).await;
-        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text);
-        let to = a.location().to_owned();
+        let to = match self.direct.take() {
+            Some(to) => to,
+            None => {
+                let a = self.b.submit_email(&site.t, &self.req, email).await;
+                assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text);
+                a.location().to_owned()
+            }
+        };
         assert!(
             to.starts_with(&format!("{}?", site.idp.authorization_endpoint())),
             "{to}"
@@ -591,20 +610,60 @@ async fn a_response_for_another_organizations_connection_is_refused() {
     assert_eq!(claims["connection_id"], conn_b.as_str());
     assert_eq!(claims["email"], ALICE, "the IdP's claim, bound to Globex");
 
-    // Hints cannot route an Acme address to Globex's connection or organization.
+    // A hint that names Globex's connection or organization goes straight to Globex's IdP,
+    // without asking the email: whatever that IdP answers signs into Globex only (above).
     for hint in [
         ("connection", conn_b.as_str()),
         ("organization", globex.as_str()),
     ] {
-        let mut flow = Flow::start(&site, &[hint]).await;
-        let a = flow.b.submit_email(&site.t, &flow.req, ALICE).await;
-        assert_page(&a, StatusCode::UNPROCESSABLE_ENTITY);
+        let mut b = Browser::new(&site.s);
+        let pkce = Pkce::new();
+        let url = authorize_url(
+            &site.t,
+            &[
+                ("response_type", "code"),
+                ("client_id", site.app.id.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("scope", "openid email"),
+                ("state", "xyz"),
+                ("nonce", "n-hint"),
+                ("code_challenge", pkce.challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                hint,
+            ],
+        );
+        let a = b.get(&url).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text);
+        let login = b.get(&a.location().to_owned()).await;
         assert_eq!(
-            site.idp.requests().len(),
-            2,
-            "{hint:?} did not reach the IdP"
+            login.status,
+            StatusCode::SEE_OTHER,
+            "{hint:?}: {}",
+            login.text
+        );
+        let to = login.location();
+        assert!(
+            to.starts_with(&format!("{}?", site.idp.authorization_endpoint())),
+            "{hint:?}: {to}"
+        );
+        assert!(
+            to.contains(&format!("sso%2Foidc%2F{conn_b}%2Fcallback"))
+                || to.contains(&format!("sso/oidc/{conn_b}/callback")),
+            "{hint:?} goes to Globex's connection: {to}"
         );
     }
+    // A hint for a connection of another organization than the `organization` hint names goes
+    // nowhere: the email form, and an Acme address is refused there.
+    let mut flow = Flow::start(
+        &site,
+        &[
+            ("connection", conn_b.as_str()),
+            ("organization", acme.as_str()),
+        ],
+    )
+    .await;
+    let a = flow.b.submit_email(&site.t, &flow.req, ALICE).await;
+    assert_page(&a, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

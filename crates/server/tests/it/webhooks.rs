@@ -20,6 +20,7 @@ use crate::{assert_error, counts, create_env, create_org, str_of};
 both_backends!(
     every_event_arrives_signed_with_one_webhook_id_through_failures_and_a_timeout,
     refused_urls_and_bad_input_write_nothing,
+    slow_redirecting_huge_and_closing_receivers_never_block_another_endpoint,
 );
 
 /// What the receiver does with one request.
@@ -561,9 +562,10 @@ async fn refused_urls_and_bad_input_write_nothing(backend: Backend) {
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_redirecting_huge_and_closing_receivers_never_block_another_endpoint() {
-    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+async fn slow_redirecting_huge_and_closing_receivers_never_block_another_endpoint(
+    backend: Backend,
+) {
+    let s = TestServer::start(backend).await.unwrap();
     create_env(&s, "mixed", json!({ "mode": "connected" })).await;
     let fast = Receiver::start(&[], Answer::Status(200)).await;
     let slow = Receiver::start(&[], Answer::Hang).await;

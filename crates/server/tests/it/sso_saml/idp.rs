@@ -90,12 +90,8 @@ impl SamlIdp {
 
     /// Another key of this IdP, valid for `days` (rollover, expiry reports).
     pub fn extra_key(&self, name: &str, days: u32) -> KeyFiles {
-        KeyFiles::new(
-            self.dir.path(),
-            name,
-            &format!("{} {name}", self.entity_id),
-            days,
-        )
+        let host = self.sso_url.split('/').nth(2).unwrap_or_default();
+        KeyFiles::new(self.dir.path(), name, &format!("{host} {name}"), days)
     }
 
     /// The IdP's metadata (SAML metadata §2.4.3), as an IdP console exports it: signing
@@ -156,9 +152,7 @@ impl Sp {
     /// the signing and encryption certificates.
     pub fn from_metadata(xml: &str) -> Self {
         let attr = |tag: &str, name: &str| -> String {
-            let at = xml
-                .find(tag)
-                .unwrap_or_else(|| panic!("no {tag} in {xml}"));
+            let at = xml.find(tag).unwrap_or_else(|| panic!("no {tag} in {xml}"));
             let rest = &xml[at..];
             let key = format!("{name}=\"");
             let start = rest.find(&key).expect("the attribute") + key.len();
@@ -171,7 +165,8 @@ impl Sp {
             let rest = &xml[at..];
             let start = rest.find("<ds:X509Certificate>").unwrap() + "<ds:X509Certificate>".len();
             let end = rest.find("</ds:X509Certificate>").unwrap();
-            B64.decode(rest[start..end].trim()).expect("base64 certificate")
+            B64.decode(rest[start..end].trim())
+                .expect("base64 certificate")
         };
         Self {
             entity_id: attr("<md:EntityDescriptor", "entityID"),
