@@ -200,7 +200,15 @@ pub async fn rotate_master_key(flags: ServerFlags) -> i32 {
         return fail(format!("cannot write {}: {e}", next_path.display()));
     }
     let reseal = |kid: &str, env: &str, sealed: &[u8]| -> Result<Vec<u8>, String> {
-        let aad = portcullis_server::keys::seal_aad(kid, env);
+        // Webhook secrets come through here too, under their own associated data.
+        let aad = if kid.starts_with("whk_") {
+            portcullis_events::dispatcher::secret_aad(
+                &portcullis_core::ids::WebhookId::from_stored(kid.to_owned()),
+                &portcullis_core::ids::EnvId::from_stored(env.to_owned()),
+            )
+        } else {
+            portcullis_server::keys::seal_aad(kid, env)
+        };
         let plain = old.open(&aad, sealed).map_err(|e| e.to_string())?;
         new.seal(&SystemRandom, &aad, &plain)
             .map_err(|e| e.to_string())

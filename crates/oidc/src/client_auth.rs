@@ -15,6 +15,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use portcullis_core::Secret;
 use portcullis_core::ids::{ClientId, PrefixedId};
+use std::sync::Arc;
+
 use portcullis_core::oauth::{AuthMethod, Client};
 use portcullis_crypto::secrets::constant_time_eq;
 use serde_json::Value;
@@ -72,7 +74,7 @@ fn form_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Client, OAuthError> {
+async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Arc<Client>, OAuthError> {
     let unknown = || OAuthError::client("client authentication failed: unknown client");
     let cid = ClientId::parse(id).ok_or_else(unknown)?;
     match ctx
@@ -103,7 +105,7 @@ fn secret_matches(ctx: &Ctx<'_>, client: &Client, secret: &Secret) -> bool {
 }
 
 /// Authenticates the client of a request.
-pub async fn authenticate(ctx: &Ctx<'_>, creds: &Credentials) -> Result<Client, OAuthError> {
+pub async fn authenticate(ctx: &Ctx<'_>, creds: &Credentials) -> Result<Arc<Client>, OAuthError> {
     let used = [
         creds.basic.is_some(),
         creds.client_secret.is_some(),
@@ -175,7 +177,7 @@ async fn verify_assertion(
     ctx: &Ctx<'_>,
     assertion: &str,
     form_client_id: Option<&str>,
-) -> Result<Client, OAuthError> {
+) -> Result<Arc<Client>, OAuthError> {
     let fail = |why: &str| OAuthError::client(format!("client assertion refused: {why}"));
     // The subject names the client; read it unverified only to find the keys to verify with.
     let payload = assertion

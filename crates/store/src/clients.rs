@@ -143,8 +143,9 @@ mod erased {
 /// cache entry is dropped); one made through another node within this time.
 const CLIENT_CACHE_MS: i64 = 5_000;
 
-pub type ClientCache =
-    std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, (Client, i64)>>>;
+pub type ClientCache = std::sync::Arc<
+    std::sync::RwLock<std::collections::HashMap<String, (std::sync::Arc<Client>, i64)>>,
+>;
 
 impl Store {
     fn forget_client(&self, env: &EnvId, id: &ClientId) {
@@ -160,7 +161,7 @@ impl Store {
         env: &EnvId,
         id: &ClientId,
         now: Timestamp,
-    ) -> Result<Client> {
+    ) -> Result<std::sync::Arc<Client>> {
         let key = format!("{env}|{id}");
         if let Some((c, at)) = self
             .client_cache
@@ -171,7 +172,7 @@ impl Store {
         {
             return Ok(c);
         }
-        let c = self.get_client(env, id).await?;
+        let c = std::sync::Arc::new(self.get_client(env, id).await?);
         if let Ok(mut m) = self.client_cache.write() {
             if m.len() > 10_000 {
                 m.clear();

@@ -171,7 +171,9 @@ impl Store {
 
     /// Re-seals every private key (master-key rotation) in one transaction: `reseal` gets each
     /// key's ID, environment and sealed bytes and returns the new sealed bytes, or an error that
-    /// aborts the whole rotation. `check` is the new master key's canary value.
+    /// aborts the whole rotation. `check` is the new master key's canary value. Webhook signing
+    /// secrets are re-sealed in the same transaction, through the same `reseal` (their IDs are
+    /// `whk_…`). Returns the number of signing keys.
     pub async fn reseal_signing_keys(
         &self,
         actor: &str,
@@ -205,6 +207,7 @@ impl Store {
                 .await?;
             n += 1;
         }
+        let webhook_secrets = crate::webhooks::reseal_webhook_secrets(&mut tx, reseal).await?;
         sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(check.0)
             .bind(check.1)
@@ -218,7 +221,7 @@ impl Store {
                 actor,
                 "master_key.rotate",
                 "master_key",
-                json!({ "keys_resealed": n, "fingerprint": new_fingerprint }),
+                json!({ "keys_resealed": n, "webhook_secrets_resealed": webhook_secrets, "fingerprint": new_fingerprint }),
             ),
         )
         .await?;

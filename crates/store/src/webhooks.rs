@@ -165,6 +165,40 @@ pub(crate) async fn enqueue_deliveries(
     Ok(())
 }
 
+/// Re-seals every webhook secret (current and previous) with `reseal` (master-key rotation,
+/// inside its transaction). Returns how many secrets were re-sealed.
+pub(crate) async fn reseal_webhook_secrets(
+    conn: &mut Conn,
+    reseal: &crate::Reseal<'_>,
+) -> Result<usize> {
+    let rows = sqlx::query(
+        "SELECT id, env_id, secret, previous_secret FROM webhook_endpoints ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut n = 0;
+    for r in &rows {
+        let id: String = r.try_get("id")?;
+        let env: String = r.try_get("env_id")?;
+        let again = |sealed: &[u8]| {
+            reseal(&id, &env, sealed).map_err(|e| corrupt(format!("webhook secret of {id}: {e}")))
+        };
+        let secret = again(&r.try_get::<Vec<u8>, _>("secret")?)?;
+        let previous = r
+            .try_get::<Option<Vec<u8>>, _>("previous_secret")?
+            .map(|p| again(&p))
+            .transpose()?;
+        n += 1 + usize::from(previous.is_some());
+        sqlx::query("UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1")
+            .bind(&id)
+            .bind(secret)
+            .bind(previous)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(n)
+}
+
 /// How an attempt ended, as the dispatcher decided from the answer and the retry schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {

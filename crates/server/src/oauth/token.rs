@@ -105,7 +105,14 @@ async fn client_and_token(
     env: &str,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(EnvCtx, portcullis_core::oauth::Client, String), OAuthError> {
+) -> Result<
+    (
+        EnvCtx,
+        std::sync::Arc<portcullis_core::oauth::Client>,
+        String,
+    ),
+    OAuthError,
+> {
     let mut params = form(headers, body)?;
     let creds = credentials(headers, &mut params)?;
     let ec = EnvCtx::load(app, env).await?;
