@@ -3,6 +3,7 @@
 //! Human output by default, the API's JSON with `--json`. An HTTP error prints the server's
 //! `message` and `code` on one line and exits with 2.
 
+mod audit_file;
 mod connections;
 mod governance;
 mod oauth_clients;
@@ -264,9 +265,26 @@ pub enum EventsCmd {
 pub enum AuditCmd {
     /// Recompute the chain (of --env, or the global chain) and name the first broken link.
     /// Exit 1 when the chain is broken.
+    ///
+    /// With --file, verifies an exported file offline instead: every line's link and hash, the
+    /// signed checkpoint (against --jwks, or the JWKS in the file), and that no tail is missing.
     Verify {
         #[arg(long)]
         env: Option<String>,
+        #[arg(long, conflicts_with = "env")]
+        file: Option<std::path::PathBuf>,
+        /// A JWKS file the verifier trusts (otherwise the one carried in the export is used).
+        #[arg(long, requires = "file")]
+        jwks: Option<std::path::PathBuf>,
+    },
+    /// Export an environment's chain (or its tail after --after) as signed JSON Lines.
+    Export {
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     List {
         #[arg(long)]
@@ -786,9 +804,18 @@ async fn events(conn: &Conn, cmd: EventsCmd) -> Outcome {
 }
 
 async fn audit(conn: &Conn, cmd: AuditCmd) -> Outcome {
+    if let AuditCmd::Verify {
+        file: Some(f),
+        jwks,
+        ..
+    } = &cmd
+    {
+        return audit_file::verify(f, jwks.as_deref());
+    }
     let c = Client::new(conn)?;
     match cmd {
-        AuditCmd::Verify { env } => {
+        AuditCmd::Export { env, after, out } => audit_file::export(&c, &env, after, &out).await,
+        AuditCmd::Verify { env, .. } => {
             let v = match env {
                 Some(e) => {
                     c.get(&format!("/environments/{}/audit/verify", enc(&e)))

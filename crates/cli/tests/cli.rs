@@ -14,6 +14,8 @@ use portcullis_testkit::server::{ADMIN_KEY, Backend, TestServer};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Connection};
 
+#[path = "cli/audit_export.rs"]
+mod audit_export;
 #[path = "cli/events.rs"]
 mod events;
 

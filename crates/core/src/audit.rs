@@ -138,8 +138,29 @@ pub fn verify_chain(
     head: Option<&ChainHead>,
     hash_hex: &dyn Fn(&[u8]) -> String,
 ) -> ChainReport {
-    let mut prev_hash = GENESIS.to_owned();
-    let mut expected = 1i64;
+    verify_segment(
+        chain,
+        records,
+        &ChainHead {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+        },
+        head,
+        hash_hex,
+    )
+}
+
+/// Verifies the part of a chain after `start` (the record before the segment, or seq 0 and
+/// [`GENESIS`] for a whole chain): an exported tail is checked from the link it continues.
+pub fn verify_segment(
+    chain: &str,
+    records: &[AuditRecord],
+    start: &ChainHead,
+    head: Option<&ChainHead>,
+    hash_hex: &dyn Fn(&[u8]) -> String,
+) -> ChainReport {
+    let mut prev_hash = start.hash.clone();
+    let mut expected = start.seq + 1;
     let broken = |seq: i64, reason: String| Some(BrokenLink { seq, reason });
     for r in records {
         let problem = if r.chain != chain {

@@ -122,3 +122,95 @@ pub async fn global_audit_verify(
     admin.require_global()?;
     Ok(Json(verify(&app, GLOBAL_CHAIN).await?))
 }
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// Export the records after this sequence number (0: the whole chain).
+    pub after: Option<i64>,
+}
+
+/// `GET /admin/v1/environments/{env}/audit/export`: the chain (or its tail) as JSON Lines, for
+/// carrying out of the network. The first line describes the export and carries a checkpoint:
+/// the chain head signed with the environment's signing key (a compact JWS), so that an auditor
+/// outside can detect an edited line, a removed tail or a forged head with
+/// `portcullis audit verify --file`.
+#[utoipa::path(get, path = "/admin/v1/environments/{env}/audit/export", tag = "audit",
+    params(("env" = String, Path, description = "Environment ID or slug"), ExportQuery),
+    responses((status = 200, description = "JSON Lines", content_type = "application/x-ndjson", body = String), (status = 404, body = ErrorBody)))]
+pub async fn env_audit_export(
+    State(app): State<App>,
+    admin: Admin,
+    Path(env): Path<String>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let env = admin.environment(&app, &env).await?;
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::invalid("after must not be negative"));
+    }
+    let now = app.now();
+    let chain = env.id.as_str();
+    let records = app.store.audit_records(chain, after, None).await?;
+    let head = app
+        .store
+        .audit_head(chain)
+        .await?
+        .unwrap_or(portcullis_core::audit::ChainHead {
+            seq: 0,
+            hash: portcullis_core::audit::GENESIS.into(),
+        });
+    if after > head.seq {
+        return Err(ApiError::invalid(format!(
+            "after {after} is beyond the chain head {}",
+            head.seq
+        )));
+    }
+    let start = if after == 0 {
+        portcullis_core::audit::ChainHead {
+            seq: 0,
+            hash: portcullis_core::audit::GENESIS.into(),
+        }
+    } else {
+        let prev = app.store.audit_records(chain, after - 1, Some(1)).await?;
+        let p = prev
+            .first()
+            .ok_or_else(|| ApiError::invalid(format!("record {after} does not exist")))?;
+        portcullis_core::audit::ChainHead {
+            seq: p.seq,
+            hash: p.hash.clone(),
+        }
+    };
+    let signer = app
+        .keys
+        .signer(&env.id, now)
+        .await
+        .map_err(|e| ApiError::internal("signer", e))?;
+    let checkpoint = signer
+        .sign_compact(Some("portcullis-audit-checkpoint"), &serde_json::json!({
+            "chain": chain, "environment": env.slug, "issuer": env.issuer, "start": start, "head": head, "exported_at": now.to_rfc3339(),
+        }))
+        .map_err(|e| ApiError::internal("checkpoint", e))?;
+    let jwks = app
+        .keys
+        .jwks(&env, now)
+        .await
+        .map_err(|e| ApiError::internal("jwks", e))?;
+    let header = serde_json::json!({
+        "format": "portcullis-audit-export/1", "chain": chain,
+        "environment": { "id": env.id, "slug": env.slug, "issuer": env.issuer },
+        "start": start, "head": head, "exported_at": now.to_rfc3339(), "checkpoint": checkpoint, "jwks": jwks,
+    });
+    let mut out = header.to_string();
+    out.push('\n');
+    for r in &records {
+        out.push_str(&serde_json::to_string(r).map_err(|e| ApiError::internal("export", e))?);
+        out.push('\n');
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        out,
+    )
+        .into_response())
+}

@@ -91,6 +91,10 @@ pub fn routes() -> Router<App> {
             "/environments/{env}/audit/verify",
             get(logs::env_audit_verify),
         )
+        .route(
+            "/environments/{env}/audit/export",
+            get(logs::env_audit_export),
+        )
         .route("/audit", get(logs::global_audit_list))
         .route("/audit/verify", get(logs::global_audit_verify))
 }
