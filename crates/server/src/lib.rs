@@ -208,6 +208,11 @@ pub async fn run_key_scheduler(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "key scheduler pass failed; will retry"),
         }
+        // Housekeeping on the same beat: expired pending requests, revoked-token and
+        // client-assertion records past their expiry.
+        if let Err(e) = app.store.purge_expired(app.now()).await {
+            tracing::warn!(error = %e, "purging expired records failed; will retry");
+        }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,

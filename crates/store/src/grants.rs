@@ -438,6 +438,9 @@ impl Store {
             "DELETE FROM client_assertion_jtis WHERE expires_at < $1",
             "DELETE FROM revoked_jtis WHERE expires_at < $1",
             "DELETE FROM auth_requests WHERE expires_at < $1",
+            // An assertion ID is kept until the assertion itself has expired (plus skew).
+            "DELETE FROM saml_replay WHERE expires_at < $1",
+            "DELETE FROM sso_requests WHERE expires_at < $1",
         ] {
             sqlx::query(sql)
                 .bind(now.millis())
