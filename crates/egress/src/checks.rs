@@ -78,14 +78,14 @@ pub fn policy_findings(cfg: &EnvConfig<'_>, rows: &[Dependency]) -> Vec<Finding>
         if !serves && !waived(cfg.policy, "unused_rule", Some(&r.id)) {
             out.push(f("unused_rule", format!("rule {}", r.id), format!("rule {} ({}) serves no configured dependency: remove it (least privilege) or waive it", r.id, r.path())));
         }
-        if let Some(c) = r.cidr.filter(|c| broad(c)) {
-            if !waived(cfg.policy, "broad_cidr", Some(&r.id)) {
-                out.push(f(
+        if let Some(c) = r.cidr.filter(broad)
+            && !waived(cfg.policy, "broad_cidr", Some(&r.id))
+        {
+            out.push(f(
                     "broad_cidr",
                     format!("rule {}", r.id),
                     format!("rule {} allows {c}, which includes special addresses such as the cloud metadata service: name the hosts' block exactly", r.id),
                 ));
-            }
         }
         if r.scheme == Scheme::Http
             && !loopback_only(r)

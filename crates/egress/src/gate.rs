@@ -155,6 +155,9 @@ struct ClientKey {
     host: String,
     port: u16,
     addrs: Vec<SocketAddr>,
+    /// The trust roots the client was built with: a context with another bundle (or none) never
+    /// reuses it, whatever its policy version says.
+    ca_bundle: Option<Arc<Vec<u8>>>,
 }
 
 /// Resolves the one pinned name to its checked addresses and the proxy's name through the system
@@ -270,6 +273,7 @@ impl EgressGate {
             host: target.host.clone(),
             port: target.port,
             addrs: sockets,
+            ca_bundle: ctx.ca_bundle_pem.clone(),
         };
         if let Ok(m) = self.clients.lock()
             && let Some((c, at)) = m.get(&key)
@@ -376,7 +380,7 @@ impl EgressGate {
                 if e.is_timeout() {
                     EgressError::Timeout
                 } else {
-                    EgressError::Http(e.to_string())
+                    EgressError::Http(with_causes(&e))
                 }
             })?;
             metrics::histogram!("portcullis_egress_request_duration_seconds", "purpose" => purpose.as_str()).record(started.elapsed().as_secs_f64());
@@ -418,13 +422,28 @@ impl EgressGate {
     }
 }
 
+/// The error and its causes: reqwest's own message ("error sending request for url …") hides
+/// whether the connection was refused or the TLS handshake failed, and on which certificate.
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out = format!("{out}: {text}");
+        }
+        cur = c.source();
+    }
+    out
+}
+
 async fn read_capped(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, EgressError> {
     let mut out = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(|e| {
         if e.is_timeout() {
             EgressError::Timeout
         } else {
-            EgressError::Http(e.to_string())
+            EgressError::Http(with_causes(&e))
         }
     })? {
         if out.len() + chunk.len() > max {

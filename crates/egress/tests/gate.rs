@@ -1,9 +1,11 @@
 //! The egress gate against real HTTP receivers on loopback.
 //!
-//! Every receiver is a `TcpListener` on `127.0.0.x:0` answering canned HTTP/1.1 responses; names
-//! are resolved by a [`StaticResolver`], so nothing here touches DNS or leaves the machine. Each
-//! refusal is checked three ways: the error names what a rule lacks, the [`Observer`] is told
-//! exactly once, and the receiver behind the refused address never sees a connection.
+//! Every receiver is a `TcpListener` on `127.0.0.x:0` answering canned HTTP/1.1 responses, some
+//! behind TLS with certificates from a CA made at test time; names are resolved by a
+//! [`StaticResolver`] (and by the test's own CONNECT proxy from its own table), so nothing here
+//! touches DNS or leaves the machine. Each refusal is checked three ways: the error names what a
+//! rule lacks, the [`Observer`] is told exactly once, and the receiver behind the refused address
+//! (and the proxy in front of it) never sees a connection.
 //!
 //! The last test makes bypassing the gate hard: no other crate may hold an HTTP client.
 
@@ -22,8 +24,14 @@ use portcullis_egress::gate::{Method, Request, Response};
 use portcullis_egress::{
     EgressContext, EgressError, EgressGate, GateConfig, Observer, Purpose, StaticResolver,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 // ---------------------------------------------------------------------------------------------
 // Receivers
@@ -119,7 +127,11 @@ impl Receiver {
     }
 }
 
-async fn serve(mut stream: TcpStream, routes: Routes, seen: Arc<Mutex<Vec<Seen>>>) {
+async fn serve(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    routes: Routes,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) {
     let mut buf = Vec::new();
     loop {
         let head_end = loop {
@@ -967,6 +979,481 @@ async fn the_observer_hears_each_refusal_once_and_nothing_else() {
     );
     assert!(calls.iter().all(|(env, d)| env == ENV && !d.allowed));
     assert_eq!(rx.paths(), ["/a", "/c"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A private CA per environment (air-gapped sites run their own PKI)
+
+/// A certificate authority made at test time: its key issues server certificates, its
+/// certificate (PEM) is what an environment's CA bundle holds. No system store knows it.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(common_name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: pem(cert.der()),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// This CA's certificate as an environment's bundle.
+    fn bundle(&self) -> Arc<Vec<u8>> {
+        Arc::new(self.pem.clone().into_bytes())
+    }
+
+    /// A TLS server configuration presenting a certificate for `names`, issued by this CA.
+    fn server(&self, names: &[&str]) -> Arc<ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        Arc::new(config)
+    }
+}
+
+fn pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out += std::str::from_utf8(line).unwrap();
+        out.push('\n');
+    }
+    out + "-----END CERTIFICATE-----\n"
+}
+
+const IDP: &str = "idp.test";
+
+/// A [`Receiver`] behind TLS on 127.0.0.1, reached as `idp.test`. Records each handshake's
+/// outcome: `ok`, or the server's error — which names the alert a client that rejected the
+/// certificate sent (`UnknownCA`, `BadCertificate`).
+struct TlsReceiver {
+    rx: Receiver,
+    handshakes: Arc<Mutex<Vec<String>>>,
+}
+
+impl TlsReceiver {
+    async fn start(
+        config: Arc<ServerConfig>,
+        routes: impl Fn(&str) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handshakes = Arc::new(Mutex::new(Vec::new()));
+        let routes: Routes = Arc::new(routes);
+        let (c, s, hs) = (connections.clone(), seen.clone(), handshakes.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, routes, s, hs) =
+                    (acceptor.clone(), routes.clone(), s.clone(), hs.clone());
+                tokio::spawn(async move {
+                    let accepted =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await;
+                    match accepted {
+                        Ok(Ok(tls)) => {
+                            hs.lock().unwrap().push("ok".to_owned());
+                            serve(tls, routes, s).await;
+                        }
+                        Ok(Err(e)) => hs.lock().unwrap().push(e.to_string()),
+                        Err(_) => hs.lock().unwrap().push("handshake timed out".to_owned()),
+                    }
+                });
+            }
+        });
+        Self {
+            rx: Receiver {
+                addr,
+                connections,
+                seen,
+            },
+            handshakes,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.rx.port()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{IDP}:{}{path}", self.port())
+    }
+
+    /// The outcome of the `n`th handshake (from 0), waiting up to 5 s for the server to see it
+    /// end: a client that rejects the certificate may return before the server reads its alert.
+    async fn handshake(&self, n: usize) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(h) = self.handshakes.lock().unwrap().get(n) {
+                return h.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "handshake {n} never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The rule of the issue's example: `idp.test` at loopback, https (the default) on `port`.
+fn idp_policy(port: u16) -> String {
+    policy(&[format!(
+        r#"{{"id":"idp","host":"{IDP}","cidr":"127.0.0.0/8","port":{port},"purposes":["jwks_fetch"]}}"#
+    )])
+}
+
+/// A gate that allows `idp.test` on `port`, for an environment trusting `bundle`.
+fn idp_harness(port: u16, bundle: Option<Arc<Vec<u8>>>, config: GateConfig) -> Harness {
+    let mut h = Harness::new(&idp_policy(port), &[(IDP, &["127.0.0.1"])], config);
+    h.ctx.ca_bundle_pem = bundle;
+    h
+}
+
+/// Expects `url` to fail on the receiver's certificate: the policy allowed it (no refusal is
+/// observed), the error says why the certificate was rejected, and the receiver's `n`th handshake
+/// ended on the client's `alert`, before any request.
+async fn untrusted(h: &Harness, rx: &TlsReceiver, n: usize, why: &str, alert: &str) {
+    let before = rx.rx.seen().len();
+    let e = h
+        .get(&rx.url("/jwks"), Purpose::JwksFetch)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, EgressError::Http(m) if m.contains("invalid peer certificate") && m.contains(why)),
+        "expected a certificate error naming {why:?}, got {e:?}"
+    );
+    let handshake = rx.handshake(n).await;
+    assert!(
+        handshake.contains(alert),
+        "handshake {n}: {handshake:?} lacks {alert:?}"
+    );
+    assert_eq!(
+        rx.rx.seen().len(),
+        before,
+        "no request crossed the handshake"
+    );
+    assert!(h.observer.calls().is_empty(), "a TLS failure is no refusal");
+}
+
+#[tokio::test]
+async fn the_environments_ca_bundle_is_what_verifies_the_receiver() {
+    let ca = Ca::new("Portcullis test private CA");
+    let stranger = Ca::new("Some other private CA");
+    let rx = TlsReceiver::start(ca.server(&[IDP]), hello).await;
+    let p = rx.port();
+
+    // With the environment's bundle: verified, end to end.
+    let h = idp_harness(p, Some(ca.bundle()), GateConfig::default());
+    let res = h.get(&rx.url("/jwks"), Purpose::JwksFetch).await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, b"hello from /jwks");
+    assert_eq!(res.url, rx.url("/jwks"));
+    assert_eq!(rx.handshake(0).await, "ok");
+    assert_eq!(
+        rx.rx.seen()[0].header("host"),
+        Some(format!("{IDP}:{p}").as_str())
+    );
+
+    // A bundle of several CAs trusts each of them.
+    let both = format!("{}{}", stranger.pem, ca.pem).into_bytes();
+    let h = idp_harness(p, Some(Arc::new(both)), GateConfig::default());
+    let res = h.get(&rx.url("/jwks"), Purpose::JwksFetch).await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(rx.handshake(1).await, "ok");
+
+    // Without a bundle the system's roots apply, and none of them knows the private CA.
+    let h = idp_harness(p, None, GateConfig::default());
+    untrusted(&h, &rx, 2, "UnknownIssuer", "UnknownCA").await;
+
+    // Another CA's bundle: only that CA is trusted, not the system roots and not ours.
+    let h = idp_harness(p, Some(stranger.bundle()), GateConfig::default());
+    untrusted(&h, &rx, 3, "UnknownIssuer", "UnknownCA").await;
+
+    assert_eq!(rx.rx.paths(), ["/jwks", "/jwks"]);
+    assert_eq!(rx.rx.connections(), 4);
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_rejected() {
+    // Issued by the trusted CA, for a name other than the one the gate checked and connects as.
+    let ca = Ca::new("Portcullis test private CA");
+    let rx = TlsReceiver::start(ca.server(&["sso.test", "127.0.0.1"]), hello).await;
+    let h = idp_harness(rx.port(), Some(ca.bundle()), GateConfig::default());
+    untrusted(&h, &rx, 0, "not valid for name", "BadCertificate").await;
+    assert_eq!(rx.rx.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_changed_bundle_takes_effect_on_the_next_request() {
+    // One gate, one environment, one policy version: only the context's bundle changes between
+    // requests. Each request must be verified against the bundle it was sent with, never against
+    // the one an earlier request's (cached) client was built with.
+    let ca = Ca::new("Portcullis test private CA");
+    let stranger = Ca::new("Some other private CA");
+    let rx = TlsReceiver::start(ca.server(&[IDP]), hello).await;
+    let mut h = idp_harness(rx.port(), Some(ca.bundle()), GateConfig::default());
+    h.get(&rx.url("/jwks"), Purpose::JwksFetch).await.unwrap();
+    assert_eq!(rx.handshake(0).await, "ok");
+
+    h.ctx.ca_bundle_pem = None;
+    untrusted(&h, &rx, 1, "UnknownIssuer", "UnknownCA").await;
+    h.ctx.ca_bundle_pem = Some(stranger.bundle());
+    untrusted(&h, &rx, 2, "UnknownIssuer", "UnknownCA").await;
+
+    h.ctx.ca_bundle_pem = Some(ca.bundle());
+    h.get(&rx.url("/jwks"), Purpose::JwksFetch).await.unwrap();
+    assert_eq!(rx.rx.paths(), ["/jwks", "/jwks"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// An HTTP CONNECT proxy (many firewalled sites mandate one)
+
+/// A tiny HTTP proxy on loopback, as a firewalled site runs: `CONNECT host:port` opens a tunnel,
+/// and an absolute-form request (`GET http://host:port/…`) is forwarded as it came. It resolves
+/// names from its own table, as a site proxy resolves with its own DNS. Records every connection
+/// and every request line, before connecting anywhere.
+struct Proxy {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    async fn start(names: &[(&str, &str)]) -> Self {
+        let names: Arc<HashMap<String, IpAddr>> = Arc::new(
+            names
+                .iter()
+                .map(|(n, a)| ((*n).to_owned(), a.parse().unwrap()))
+                .collect(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (c, r) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(relay(stream, names.clone(), r.clone()));
+            }
+        });
+        Self {
+            addr,
+            connections,
+            requests,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    names: Arc<HashMap<String, IpAddr>>,
+    requests: Arc<Mutex<Vec<String>>>,
+) {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        match client.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) if buf.len() > 16 * 1024 => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let line = head.split("\r\n").next().unwrap_or_default().to_owned();
+    requests.lock().unwrap().push(line.clone());
+    let mut words = line.split(' ');
+    let method = words.next().unwrap_or_default();
+    let target = words.next().unwrap_or_default();
+    let connect = method == "CONNECT";
+    let authority = if connect {
+        Some(target)
+    } else {
+        target
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+    };
+    let upstream = match authority.and_then(|a| a.rsplit_once(':')) {
+        Some((host, port)) => match (
+            names.get(host).copied().or_else(|| host.parse().ok()),
+            port.parse::<u16>(),
+        ) {
+            (Some(ip), Ok(port)) => TcpStream::connect((ip, port)).await.ok(),
+            _ => None,
+        },
+        None => None,
+    };
+    let Some(mut upstream) = upstream else {
+        let _ = client
+            .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        return;
+    };
+    let forwarded = if connect {
+        let answered = client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await;
+        match answered {
+            Ok(()) => upstream.write_all(&buf[head_end..]).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        upstream.write_all(&buf).await
+    };
+    if forwarded.is_ok() {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+}
+
+fn through(proxy: &Proxy) -> GateConfig {
+    GateConfig {
+        proxy: Some(proxy.url()),
+        ..GateConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_request_goes_through_the_proxy() {
+    // HTTPS: a CONNECT tunnel to the name, TLS end to end through it (the proxy sees ciphertext,
+    // the private CA verifies the receiver).
+    let ca = Ca::new("Portcullis test private CA");
+    let rx = TlsReceiver::start(ca.server(&[IDP]), hello).await;
+    let p = rx.port();
+    let proxy = Proxy::start(&[(IDP, "127.0.0.1")]).await;
+    let h = idp_harness(p, Some(ca.bundle()), through(&proxy));
+    let res = h.get(&rx.url("/jwks"), Purpose::JwksFetch).await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, b"hello from /jwks");
+    assert_eq!(proxy.requests(), [format!("CONNECT {IDP}:{p} HTTP/1.1")]);
+    assert_eq!(proxy.connections(), 1);
+    assert_eq!(rx.handshake(0).await, "ok");
+    assert_eq!(rx.rx.paths(), ["/jwks"]);
+    assert_eq!(
+        rx.rx.seen()[0].header("host"),
+        Some(format!("{IDP}:{p}").as_str())
+    );
+
+    // Plain HTTP (a loopback rule that says so) goes through the proxy too, in absolute form.
+    let plain = Receiver::start(hello).await;
+    let proxy = Proxy::start(&[]).await;
+    let h = Harness::new(&loopback_policy(plain.port()), &[], through(&proxy));
+    let res = h.get(&plain.url("/hook"), Purpose::Webhook).await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        proxy.requests(),
+        [format!("GET {} HTTP/1.1", plain.url("/hook"))]
+    );
+    assert_eq!(
+        plain.paths(),
+        [plain.url("/hook")],
+        "forwarded as the proxy received it"
+    );
+    assert!(h.observer.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_request_never_reaches_the_proxy() {
+    let ca = Ca::new("Portcullis test private CA");
+    let rx = TlsReceiver::start(ca.server(&[IDP]), |path: &str| match path {
+        "/away" => Reply::Redirect("https://exfiltrate.example.com/collect".into()),
+        _ => Reply::Body("keys".into()),
+    })
+    .await;
+    let p = rx.port();
+    // The proxy could reach every one of these targets: only the gate stands in the way.
+    let proxy = Proxy::start(&[(IDP, "127.0.0.1"), ("exfiltrate.example.com", "127.0.0.1")]).await;
+    let h = idp_harness(p, Some(ca.bundle()), through(&proxy));
+    h.refused(
+        &rx.url("/jwks"),
+        Purpose::Webhook,
+        &[&format!("no rule allows https://{IDP}:{p} for webhook")],
+    )
+    .await;
+    h.refused(
+        &format!("http://{IDP}:{p}/jwks"),
+        Purpose::JwksFetch,
+        &[&format!("no rule allows http://{IDP}:{p} for jwks_fetch")],
+    )
+    .await;
+    h.refused(
+        &format!("https://127.0.0.1:{p}/jwks"),
+        Purpose::JwksFetch,
+        &[&format!(
+            "no rule allows https://127.0.0.1:{p} for jwks_fetch"
+        )],
+    )
+    .await;
+    h.refused(
+        "https://exfiltrate.example.com/collect",
+        Purpose::JwksFetch,
+        &["no rule allows https://exfiltrate.example.com:443 for jwks_fetch"],
+    )
+    .await;
+    h.refused(
+        "http://169.254.169.254/latest/meta-data/",
+        Purpose::JwksFetch,
+        &["no rule allows http://169.254.169.254:80"],
+    )
+    .await;
+    assert_eq!(proxy.connections(), 0, "{:?}", proxy.requests());
+    assert_eq!(rx.rx.connections(), 0);
+
+    // The proxy works: an allowed request reaches it, and a redirect from there to a refused
+    // target is refused before a second tunnel is asked for.
+    let d = h
+        .refused(
+            &rx.url("/away"),
+            Purpose::JwksFetch,
+            &["no rule allows https://exfiltrate.example.com:443 for jwks_fetch"],
+        )
+        .await;
+    assert_eq!(d.target.host, "exfiltrate.example.com");
+    assert_eq!(proxy.requests(), [format!("CONNECT {IDP}:{p} HTTP/1.1")]);
+    assert_eq!(rx.rx.paths(), ["/away"]);
+    assert_eq!(h.observer.calls().len(), 6);
 }
 
 // ---------------------------------------------------------------------------------------------
