@@ -118,11 +118,11 @@ server_cpu() {
 }
 
 # Warm-up: 20 flows on the first pre-signed Responses.
-head -20 "$SCRATCH/responses.txt" >"$SCRATCH/warm.txt"
+sed -n 1,20p "$SCRATCH/responses.txt" >"$SCRATCH/warm.txt"
 python3 "$BENCH_DIR/saml_load.py" run "$SCRATCH/settings.json" "$SCRATCH/warm.txt" 20 "$CONCURRENCY" \
     >"$SCRATCH/warm.json" || die "warm-up failed: $(cat "$SCRATCH/warm.json")"
 for i in $(seq "$RUNS"); do
-    tail -n +$((21 + (i - 1) * FLOWS)) "$SCRATCH/responses.txt" | head -n "$FLOWS" >"$SCRATCH/batch-$i.txt"
+    sed -n "$((21 + (i - 1) * FLOWS)),$((20 + i * FLOWS))p" "$SCRATCH/responses.txt" >"$SCRATCH/batch-$i.txt"
     before="$(server_cpu)"
     python3 "$BENCH_DIR/saml_load.py" run "$SCRATCH/settings.json" "$SCRATCH/batch-$i.txt" \
         "$FLOWS" "$CONCURRENCY" "$MAX_SECONDS" >"$SCRATCH/run-$i.json" \

@@ -685,25 +685,6 @@ impl Store {
         delivery_from_row(&row)
     }
 
-    /// Every delivery of an environment's events (for tests and reports): (event ID, state).
-    pub async fn delivery_states(&self, env: &EnvId) -> Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query(
-            "SELECT endpoint_id, event_id, state FROM webhook_deliveries WHERE env_id = $1 ORDER BY event_seq",
-        )
-        .bind(env.as_str())
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("endpoint_id")?,
-                    r.try_get("event_id")?,
-                    r.try_get("state")?,
-                ))
-            })
-            .collect()
-    }
-
     /// The attempt log of a delivery, oldest first.
     pub async fn delivery_attempts(&self, id: &DeliveryId) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(

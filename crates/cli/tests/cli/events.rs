@@ -479,3 +479,75 @@ async fn events_export_then_verify_and_an_altered_byte_fails() {
     .await;
     r.input_error();
 }
+
+/// `master-key rotate` re-seals webhook secrets (current and previous) with the signing keys: after
+/// it the same secrets sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotate_reseals_webhook_secrets() {
+    use portcullis_core::ids::{EnvId, PrefixedId, WebhookId};
+    use portcullis_events::dispatcher::signing_keys;
+    use portcullis_events::signing::secret_key;
+    let s = TestServer::start(portcullis_testkit::server::Backend::Sqlite)
+        .await
+        .unwrap();
+    let (_, env) = s
+        .admin_post("/environments", json!({ "slug": "rot" }))
+        .await;
+    let policy = json!({ "version": 0, "rules": [
+        { "id": "recv", "scheme": "http", "cidr": "127.0.0.0/8", "port": 9, "purposes": ["webhook"] }
+    ]});
+    let (st, _) = s
+        .request(
+            Method::PUT,
+            "/admin/v1/environments/rot/egress-policy",
+            Some(ADMIN_KEY),
+            Some(&policy),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, ep) = s
+        .admin_post(
+            "/environments/rot/webhook-endpoints",
+            json!({ "url": "http://127.0.0.1:9/in" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{ep}");
+    let whk = ep["id"].as_str().unwrap().to_owned();
+    let (_, rotated) = s
+        .admin_post(
+            &format!("/environments/rot/webhook-endpoints/{whk}/secret"),
+            json!({}),
+        )
+        .await;
+    let want = vec![
+        secret_key(rotated["secret"].as_str().unwrap()).unwrap(),
+        secret_key(ep["secret"].as_str().unwrap()).unwrap(),
+    ];
+    let storage = s.stop().await.unwrap();
+    let dir = storage.data_dir().to_owned();
+    let r = run(portcullis(&[
+        "master-key",
+        "rotate",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]))
+    .await;
+    r.ok();
+    let s = TestServer::builder()
+        .storage(storage)
+        .start()
+        .await
+        .unwrap();
+    let env_id = EnvId::parse(env["id"].as_str().unwrap()).unwrap();
+    let e = s
+        .app()
+        .store
+        .get_webhook_endpoint(&env_id, &WebhookId::parse(&whk).unwrap())
+        .await
+        .unwrap();
+    let keys = signing_keys(s.app().keys.master(), &e, s.app().now()).unwrap();
+    assert_eq!(
+        keys, want,
+        "both secrets open under the new master key, unchanged"
+    );
+}
