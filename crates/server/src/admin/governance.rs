@@ -262,6 +262,13 @@ async fn facts(app: &App, env: &Environment) -> ApiResult<IsolationFacts> {
     if let Some((_, h, _)) = portcullis_egress::inventory::split_url(&env.issuer) {
         hosts.push(h);
     }
+    for w in app.store.list_webhook_endpoints(&env.id).await? {
+        items.push((
+            "webhook URL".into(),
+            w.url.clone(),
+            format!("webhook endpoint {}", w.id),
+        ));
+    }
     for c in app.store.list_clients(&env.id).await? {
         let owner = format!("client {}", c.id);
         for d in [&c.secret_digest, &c.previous_secret_digest]

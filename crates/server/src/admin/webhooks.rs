@@ -50,6 +50,49 @@ pub struct CreateWebhookEndpoint {
     pub headers: Map<String, Value>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Allow a URL another environment also delivers to. Refused by default: environments share
+    /// no callbacks (`isolation check` reports it when allowed).
+    #[serde(default)]
+    pub allow_cross_environment_url: bool,
+}
+
+/// Environment isolation at run time: a webhook URL of another environment is refused unless
+/// the request explicitly allows it.
+async fn ensure_url_not_elsewhere(
+    app: &App,
+    env: &portcullis_core::ids::EnvId,
+    url: &str,
+    allow: bool,
+) -> ApiResult<()> {
+    if allow {
+        return Ok(());
+    }
+    for other in app
+        .store
+        .list_environments()
+        .await?
+        .into_iter()
+        .filter(|e| &e.id != env)
+    {
+        if app
+            .store
+            .list_webhook_endpoints(&other.id)
+            .await?
+            .iter()
+            .any(|w| w.url == url)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "url_in_other_environment",
+                format!(
+                    "the URL {url} already receives webhooks of environment {}: environments share no callbacks \
+                     (set allow_cross_environment_url to override, and expect `isolation check` to report it)",
+                    other.id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn yes() -> bool {
@@ -66,6 +109,9 @@ pub struct UpdateWebhookEndpoint {
     #[schema(value_type = Option<Object>)]
     pub headers: Option<Map<String, Value>>,
     pub enabled: Option<bool>,
+    /// As at creation: allow a URL another environment also delivers to.
+    #[serde(default)]
+    pub allow_cross_environment_url: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -312,6 +358,7 @@ pub async fn webhook_endpoint_create(
     check_description(&req.description)?;
     let headers = headers_of(req.headers)?;
     check_url(&app, &env, &req.url).await?;
+    ensure_url_not_elsewhere(&app, &env.id, &req.url, req.allow_cross_environment_url).await?;
     let now = app.now();
     let id: WebhookId = app.store.new_id(now);
     let (secret, sealed) = new_secret(&app, &id, &env.id)?;
@@ -394,6 +441,7 @@ pub async fn webhook_endpoint_update(
     }
     if let Some(url) = req.url {
         check_url(&app, &env, &url).await?;
+        ensure_url_not_elsewhere(&app, &env.id, &url, req.allow_cross_environment_url).await?;
         after.url = url;
     }
     after.enabled = req.enabled.unwrap_or(before.enabled);

@@ -759,3 +759,44 @@ async fn an_export_verifies_offline_and_any_altered_byte_is_caught() {
     assert!(verify(&altered, None).is_err());
     assert!(verify(&altered, Some(&trusted)).is_err());
 }
+
+/// Environment isolation: a webhook URL already used by another environment is refused unless
+/// explicitly allowed, and `isolation-check` reports it when it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_of_another_environment_is_refused_unless_allowed() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    for env in ["blue", "green"] {
+        create_env(&s, env, json!({ "mode": "connected" })).await;
+        allow_receiver(&s, env, 9, 0).await;
+    }
+    create_endpoint(&s, "blue", json!({ "url": "http://127.0.0.1:9/in" })).await;
+    let before = counts(&s).await;
+    let r = s
+        .admin_post(
+            "/environments/green/webhook-endpoints",
+            json!({ "url": "http://127.0.0.1:9/in" }),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "url_in_other_environment");
+    assert_eq!(counts(&s).await, before, "nothing written");
+    let (_, ok) = s.admin_get("/isolation-check").await;
+    assert_eq!(ok["ok"], true, "{ok}");
+
+    let (st, v) = s
+        .admin_post(
+            "/environments/green/webhook-endpoints",
+            json!({ "url": "http://127.0.0.1:9/in", "allow_cross_environment_url": true }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (_, report) = s.admin_get("/isolation-check").await;
+    assert_eq!(report["ok"], false);
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "shared_webhook_url"),
+        "{report}"
+    );
+}
