@@ -65,6 +65,21 @@ pub fn new_saml_config(
             return Err(ApiError::invalid(format!("saml.{b} must be true or false")));
         }
     }
+    // IdP-initiated login lands on a client the connection names; without one it could never work.
+    if obj.get("allow_idp_initiated") == Some(&Value::Bool(true)) {
+        let target = obj.get("idp_initiated");
+        let named = |k: &str| {
+            target
+                .and_then(|t| t.get(k))
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        };
+        if !named("client_id") || !named("redirect_uri") {
+            return Err(ApiError::invalid(
+                "saml.allow_idp_initiated needs saml.idp_initiated {client_id, redirect_uri}",
+            ));
+        }
+    }
     if obj
         .get("skew_seconds")
         .is_some_and(|v| !v.as_i64().is_some_and(|n| (0..=600).contains(&n)))

@@ -176,6 +176,7 @@ impl Idp {
     }
 
     /// The authorization requests received, oldest first.
+    #[allow(dead_code)] // kept for tests that inspect every recorded request
     pub fn requests(&self) -> Vec<BTreeMap<String, String>> {
         self.shared.book.lock().unwrap().requests.clone()
     }
