@@ -21,6 +21,8 @@ usage:
       pause in [PAUSE_MIN_S, PAUSE_MAX_S] (random, so the writes fall at every phase of the
       dispatcher's poll timer). Latency = receiver arrival − the moment the admin API's answer
       was read (and, for reference, − the moment the request was sent). Prints one JSON object.
+  webhook_load.py summary < RESULT_JSON
+      One line of a `throughput` result, for the log.
   webhook_load.py receiver-ceiling RECV_URL SECONDS CONNECTIONS
       Not a server benchmark: how many deliveries/s the receiver itself can take from a simple
       keep-alive client (threads of http.client, in this process), for reference. bench/webhooks.sh
@@ -431,6 +433,17 @@ def main():
         out = idle(a[0], a[1], a[2], int(a[3]), a[4], float(a[5]), float(a[6]))
         print(json.dumps(out))
         return 0 if out["received"] == out["samples"] else 1
+    if cmd == "summary":
+        r = json.loads(sys.stdin.read() or "{}")
+        g = r.get
+        print(f"  events {g('events_written')} in {g('write_s')} s = {g('events_written_per_s')}/s"
+              f" (p50 {g('write_p50_ms')} ms, p99 {g('write_p99_ms')} ms);"
+              f" deliveries {g('deliveries_received')}/{g('deliveries_expected')}:"
+              f" whole run {g('deliveries_per_s_whole_run')}/s, during writes {g('deliveries_per_s_during_writes')}/s,"
+              f" steady {g('deliveries_per_s_steady_p10_p90')}/s, drain {g('deliveries_per_s_drain')}/s;"
+              f" backlog at end of writes {g('backlog_at_writes_end')}; latency under load {g('latency_under_load_ms')};"
+              f" server CPU {g('server_cpu_s')} s {g('server_cpu_by_thread_s')}")
+        return 0
     if cmd == "receiver-ceiling":
         print(json.dumps(receiver_ceiling(a[0], float(a[1]), int(a[2]))))
         return 0

@@ -326,14 +326,29 @@ pub fn connection_rows(cfg: &EnvConfig<'_>) -> Vec<Dependency> {
                 } else {
                     sso.clone()
                 };
-                out.push(row(
-                    Kind::MetadataFetch,
-                    component.clone(),
-                    Direction::Outbound,
-                    &origin,
-                    Verdict::Replaced,
-                    "IdP metadata imported from a file or request body".into(),
-                ));
+                match c.config.get("metadata_url").and_then(|v| v.as_str()) {
+                    // Fetched through the gate: a dependency like any other, judged by the policy.
+                    Some(u) => {
+                        let (v, d) =
+                            outbound_verdict(cfg.policy, cfg.env, u, Purpose::MetadataFetch);
+                        out.push(row(
+                            Kind::MetadataFetch,
+                            component.clone(),
+                            Direction::Outbound,
+                            u,
+                            v,
+                            d,
+                        ));
+                    }
+                    None => out.push(row(
+                        Kind::MetadataFetch,
+                        component.clone(),
+                        Direction::Outbound,
+                        &origin,
+                        Verdict::Replaced,
+                        "IdP metadata imported from a file or request body".into(),
+                    )),
+                }
             }
         }
     }

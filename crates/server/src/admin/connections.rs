@@ -354,6 +354,14 @@ pub fn routes() -> axum::Router<App> {
             "/environments/{env}/connections/{conn}/saml-metadata",
             put(crate::oauth::saml::saml_metadata_put),
         )
+        .route(
+            "/environments/{env}/connections/{conn}/saml-metadata/fetch",
+            post(crate::oauth::saml::saml_metadata_fetch_post),
+        )
+        .route(
+            "/environments/{env}/oidc-discovery",
+            post(oidc_discovery_post),
+        )
 }
 
 #[derive(utoipa::OpenApi)]
@@ -365,3 +373,72 @@ pub fn routes() -> axum::Router<App> {
     connection_deactivate
 ))]
 pub struct ConnectionsApi;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Discover {
+    /// The upstream issuer; `{issuer}/.well-known/openid-configuration` and its `jwks_uri` are
+    /// fetched once through the egress gate (purposes `metadata_fetch` and `jwks_fetch`).
+    pub issuer: String,
+}
+
+/// `POST /admin/v1/environments/{env}/oidc-discovery`: discovers an upstream IdP through the egress
+/// gate and returns the `oidc` settings to create a connection with — endpoints and the IdP's keys
+/// pinned, so that sign-ins afterwards fetch nothing.
+#[utoipa::path(post, path = "/admin/v1/environments/{env}/oidc-discovery", tag = "connections", request_body = Discover,
+    params(("env" = String, Path, description = "Environment ID or slug")),
+    responses((status = 200, body = Object), (status = 422, body = ErrorBody)))]
+pub async fn oidc_discovery_post(
+    State(app): State<App>,
+    admin: Admin,
+    Path(env): Path<String>,
+    ApiJson(req): ApiJson<Discover>,
+) -> ApiResult<Json<Value>> {
+    use portcullis_egress::Purpose;
+    let env = admin.environment(&app, &env).await?;
+    let issuer = req.issuer.trim_end_matches('/').to_owned();
+    portcullis_core::validate::base_url(&issuer)
+        .map_err(|e| ApiError::invalid(format!("issuer: {e}")))?;
+    let url = format!("{issuer}/.well-known/openid-configuration");
+    let doc: Value = serde_json::from_slice(
+        &crate::oauth::saml::fetch_through_gate(&app, &env.id, &url, Purpose::MetadataFetch)
+            .await?,
+    )
+    .map_err(|_| ApiError::invalid(format!("{url} is not JSON")))?;
+    // OIDC Discovery §4.3: the issuer in the document MUST be the one it was fetched for.
+    if doc["issuer"].as_str() != Some(issuer.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "the discovery document names issuer {}, not {issuer}",
+            doc["issuer"]
+        )));
+    }
+    let s = |k: &str| {
+        doc[k]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::invalid(format!("the discovery document has no {k}")))
+    };
+    let jwks_uri = s("jwks_uri")?;
+    let jwks: Value = serde_json::from_slice(
+        &crate::oauth::saml::fetch_through_gate(&app, &env.id, &jwks_uri, Purpose::JwksFetch)
+            .await?,
+    )
+    .map_err(|_| ApiError::invalid(format!("{jwks_uri} is not JSON")))?;
+    let public: Vec<Value> = jwks["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|k| {
+            portcullis_crypto::jws::jwk_alg(k).is_some()
+                && ["d", "p", "q", "k"].iter().all(|m| k.get(m).is_none())
+        })
+        .cloned()
+        .collect();
+    let settings = json!({
+        "issuer": issuer, "client_id": "", "authorization_endpoint": s("authorization_endpoint")?,
+        "token_endpoint": s("token_endpoint")?, "jwks": { "keys": public },
+    });
+    Ok(Json(
+        json!({ "oidc": settings, "fetched": { "discovery": url, "jwks": jwks_uri }, "next": "set client_id, then create the connection with these settings and its client_secret" }),
+    ))
+}

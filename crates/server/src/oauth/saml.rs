@@ -620,6 +620,18 @@ pub async fn saml_metadata_put(
     }
     let xml = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("the metadata is not UTF-8 XML"))?;
+    import_metadata(&app, &admin, before, xml, None).await
+}
+
+/// Parses IdP metadata and makes it the connection's IdP side; `fetched_from` records the URL
+/// when it came through the egress gate (the inventory then shows that dependency).
+async fn import_metadata(
+    app: &App,
+    admin: &Admin,
+    before: Connection,
+    xml: &str,
+    fetched_from: Option<&str>,
+) -> ApiResult<axum::Json<Value>> {
     let md = portcullis_saml::parse_idp_metadata(xml).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -634,9 +646,17 @@ pub async fn saml_metadata_put(
     let idp = idp_json(&md.entity_id, &sso, &certs, &md.name_id_formats)?;
     let mut after = before.clone();
     after.config["idp"] = idp.clone();
+    match fetched_from {
+        Some(u) => after.config["metadata_url"] = json!(u),
+        None => {
+            if let Some(o) = after.config.as_object_mut() {
+                o.remove("metadata_url");
+            }
+        }
+    }
     let now = app.now();
     let expiring: Vec<Value> = md.certificates.iter().map(|c| json!({ "subject": c.subject, "sha256_fingerprint": c.sha256_fingerprint, "not_after": c.not_after.to_rfc3339(), "expired": c.not_after <= now })).collect();
-    let detail = json!({ "entity_id": md.entity_id, "sso_url": sso, "certificates": expiring });
+    let detail = json!({ "entity_id": md.entity_id, "sso_url": sso, "certificates": expiring, "fetched_from": fetched_from });
     let c = app
         .store
         .update_connection(
@@ -654,4 +674,72 @@ pub async fn saml_metadata_put(
     Ok(axum::Json(
         json!({ "connection": crate::admin::connection_view(&c), "idp": detail }),
     ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchMetadata {
+    /// Where the IdP publishes its metadata. Fetched through the egress gate (purpose
+    /// `metadata_fetch`): the environment's policy must allow it.
+    pub url: String,
+}
+
+/// `POST …/connections/{conn}/saml-metadata/fetch`: the connected alternative to uploading the
+/// file — only through the egress gate, and only when a rule allows it.
+pub async fn saml_metadata_fetch_post(
+    State(app): State<App>,
+    admin: Admin,
+    Path((env, conn)): Path<(String, String)>,
+    crate::extract::ApiJson(req): crate::extract::ApiJson<FetchMetadata>,
+) -> ApiResult<axum::Json<Value>> {
+    let before = crate::admin::load_connection(&app, &admin, &env, &conn).await?;
+    if before.kind != ConnectionType::Saml {
+        return Err(ApiError::invalid("only SAML connections take IdP metadata"));
+    }
+    let body = fetch_through_gate(
+        &app,
+        &before.env_id,
+        &req.url,
+        portcullis_egress::Purpose::MetadataFetch,
+    )
+    .await?;
+    let xml = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::invalid("the fetched metadata is not UTF-8 XML"))?;
+    import_metadata(&app, &admin, before, xml, Some(&req.url)).await
+}
+
+/// GETs `url` through the egress gate for `purpose`; a refusal is a 422 naming the rule it lacks.
+pub async fn fetch_through_gate(
+    app: &App,
+    env: &portcullis_core::ids::EnvId,
+    url: &str,
+    purpose: portcullis_egress::Purpose,
+) -> ApiResult<Vec<u8>> {
+    let ctx = crate::egress::context(&app.store, env)
+        .await
+        .map_err(|e| ApiError::internal("egress policy", e))?;
+    let req = portcullis_egress::gate::Request {
+        method: portcullis_egress::gate::Method::GET,
+        url: url.to_owned(),
+        headers: vec![],
+        body: None,
+    };
+    match app.egress.send(&ctx, purpose, req).await {
+        Ok(r) if r.status == 200 => Ok(r.body),
+        Ok(r) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fetch_failed",
+            format!("{url} answered HTTP {}", r.status),
+        )),
+        Err(e @ portcullis_egress::EgressError::Refused(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "egress_refused",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "fetch_failed",
+            format!("{url}: {e}"),
+        )),
+    }
 }

@@ -36,6 +36,7 @@ mod admin;
 mod bad_input;
 mod browser;
 mod clients_users;
+mod discovery;
 mod events_api;
 mod governance;
 mod health;
