@@ -11,16 +11,22 @@ usage:
       `event` and `data.id`. Control paths (GET): /_stats (counts), /_records (all records as
       JSON lines), /_reset (forget everything), /_wait?n=K&timeout=S (answers once K deliveries
       have arrived, or after S seconds). Stops on SIGTERM.
-  webhook_load.py throughput SERVER_URL ADMIN_KEY ENV N CONCURRENCY PREFIX RECV_URL PER_EVENT DRAIN_S [SERVER_PID]
+  webhook_load.py throughput SERVER_URL ADMIN_KEY ENV N CONCURRENCY PREFIX RECV_URL PER_EVENT DRAIN_S [SERVER_PID [RATE]]
       Resets the receiver; N organization creates from CONCURRENCY threads (each one keep-alive
       connection, as bench/admin_load.py), each create producing one `organization.created`
       event and PER_EVENT deliveries (one per endpoint); then waits up to DRAIN_S seconds for
-      N × PER_EVENT deliveries of those events; prints one JSON object (see `analyse`).
+      N × PER_EVENT deliveries of those events; prints one JSON object (see `analyse`). With
+      RATE > 0 the creates are paced (open loop): create i is sent at start + i / RATE.
   webhook_load.py idle SERVER_URL ADMIN_KEY ENV SAMPLES RECV_URL PAUSE_MIN_S PAUSE_MAX_S
       SAMPLES times: one organization create, wait until its delivery has arrived, then a random
       pause in [PAUSE_MIN_S, PAUSE_MAX_S] (random, so the writes fall at every phase of the
       dispatcher's poll timer). Latency = receiver arrival − the moment the admin API's answer
       was read (and, for reference, − the moment the request was sent). Prints one JSON object.
+  webhook_load.py drain RECV_URL EXPECTED DRAIN_S [SERVER_PID]
+      After a restart with a backlog: waits for EXPECTED organization.created deliveries and
+      reports the delivery rate (first → last arrival, the 10th → 90th percentile, per tenth).
+  webhook_load.py reset RECV_URL
+      Forgets the receiver's records.
   webhook_load.py summary < RESULT_JSON
       One line of a `throughput` result, for the log.
   webhook_load.py receiver-ceiling RECV_URL SECONDS CONNECTIONS
@@ -49,19 +55,26 @@ class Receiver:
     def __init__(self):
         self.records = []  # (arrival, webhook_id, path, event, data_id)
         self.bad = 0
-        self.waiters = []  # (n, future)
+        self.by_event = {}
+        self.waiters = []  # (n, event or None, future)
+
+    def count(self, event=None):
+        return len(self.records) if event is None else self.by_event.get(event, 0)
+
+    def reset(self):
+        self.records, self.bad, self.by_event = [], 0, {}
 
     def record(self, rec):
         self.records.append(rec)
+        self.by_event[rec[3]] = self.by_event.get(rec[3], 0) + 1
         if self.waiters:
-            n = len(self.records)
             keep = []
-            for k, fut in self.waiters:
-                if n >= k:
+            for k, ev, fut in self.waiters:
+                if self.count(ev) >= k:
                     if not fut.done():
                         fut.set_result(True)
                 else:
-                    keep.append((k, fut))
+                    keep.append((k, ev, fut))
             self.waiters = keep
 
 
@@ -113,24 +126,25 @@ class Conn(asyncio.Protocol):
         q = parse_qs(u.query)
         rx = self.rx
         if u.path == "/_stats":
-            body = json.dumps({"count": len(rx.records), "bad": rx.bad,
+            body = json.dumps({"count": len(rx.records), "bad": rx.bad, "by_event": rx.by_event,
                                "unique_ids": len({r[1] for r in rx.records})}).encode()
         elif u.path == "/_records":
             body = "".join(json.dumps(r) + "\n" for r in rx.records).encode()
         elif u.path == "/_reset":
-            rx.records, rx.bad = [], 0
+            rx.reset()
             body = b"{}"
         elif u.path == "/_wait":
             k = int(q.get("n", ["1"])[0])
+            ev = q.get("event", [None])[0]
             timeout = float(q.get("timeout", ["10"])[0])
-            if len(rx.records) < k:
+            if rx.count(ev) < k:
                 fut = asyncio.get_running_loop().create_future()
-                rx.waiters.append((k, fut))
+                rx.waiters.append((k, ev, fut))
                 try:
                     await asyncio.wait_for(fut, timeout)
                 except asyncio.TimeoutError:
                     pass
-            body = json.dumps({"count": len(rx.records)}).encode()
+            body = json.dumps({"count": rx.count(ev)}).encode()
         else:
             body = b"{}"
         self.t.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
@@ -249,7 +263,7 @@ def analyse(writes, records, per_event, t_start, t_writes_end, expected_orgs):
     out["deliveries_during_writes"] = during
     out["deliveries_per_s_during_writes"] = round(during / (t_writes_end - t_start), 1)
     out["backlog_at_writes_end"] = expected_orgs * per_event - during
-    if n > during and t_last > t_writes_end:
+    if n - during >= 500 and t_last > t_writes_end:
         out["deliveries_per_s_drain"] = round((n - during) / (t_last - t_writes_end), 1)
         out["drain_s"] = round(t_last - t_writes_end, 3)
     # Steady part: between the 10th and the 90th percentile of arrivals (drops the start-up and
@@ -276,7 +290,7 @@ def analyse(writes, records, per_event, t_start, t_writes_end, expected_orgs):
     return out
 
 
-def throughput(url, key, env, n, conc, prefix, recv_url, per_event, drain_s, server_pid=None):
+def throughput(url, key, env, n, conc, prefix, recv_url, per_event, drain_s, server_pid=None, rate=0.0):
     get_json(recv_url, "/_reset")
     w = Writer(url, key, env)
     lock = threading.Lock()
@@ -291,6 +305,11 @@ def throughput(url, key, env, n, conc, prefix, recv_url, per_event, drain_s, ser
                 i = next(counter, None)
             if i is None:
                 break
+            if rate:
+                # Paced (open loop): create i is due at t_start + i / rate.
+                d = t_start + i / rate - time.monotonic()
+                if d > 0:
+                    time.sleep(d)
             org, t0, t1, status = w.create(conn, f"{prefix} org {i}")
             ml.append((t1 - t0) * 1000)
             if status == 201:
@@ -308,7 +327,7 @@ def throughput(url, key, env, n, conc, prefix, recv_url, per_event, drain_s, ser
 
     cpu0, per0 = cpu_seconds(server_pid)
     threads = [threading.Thread(target=worker) for _ in range(conc)]
-    t_start = time.monotonic()
+    t_start = time.monotonic() + 0.05
     for t in threads:
         t.start()
     for t in threads:
@@ -318,7 +337,8 @@ def throughput(url, key, env, n, conc, prefix, recv_url, per_event, drain_s, ser
     expected = len(writes) * per_event
     deadline = t_writes_end + drain_s
     while time.monotonic() < deadline:
-        got = get_json(recv_url, f"/_wait?n={expected}&timeout={min(5.0, max(0.1, deadline - time.monotonic()))}")
+        got = get_json(recv_url, f"/_wait?n={expected}&event=organization.created"
+                                 f"&timeout={min(5.0, max(0.1, deadline - time.monotonic()))}")
         if got["count"] >= expected:
             break
     t_done = time.monotonic()
@@ -330,6 +350,7 @@ def throughput(url, key, env, n, conc, prefix, recv_url, per_event, drain_s, ser
         "write_errors": errors[0],
         "write_error_statuses": statuses,
         "concurrency": conc,
+        "paced_events_per_s": rate or None,
         "deliveries_per_event": per_event,
         "write_s": round(t_writes_end - t_start, 3),
         "events_written_per_s": round(len(writes) / (t_writes_end - t_start), 1),
@@ -350,6 +371,43 @@ def throughput(url, key, env, n, conc, prefix, recv_url, per_event, drain_s, ser
             if after > 100:
                 # After the writes the server only delivers: CPU per delivery with no writers.
                 out["server_cpu_ms_per_delivery_drain"] = round((cpu1 - cpu_w) * 1000 / after, 3)
+    return out
+
+
+def drain(recv_url, expected, drain_s, server_pid=None):
+    """Waits for EXPECTED organization.created deliveries (a backlog written while the dispatcher
+    was off, delivered by a server that just started) and measures the delivery rate."""
+    t0 = time.monotonic()
+    deadline = t0 + drain_s
+    while time.monotonic() < deadline:
+        got = get_json(recv_url, f"/_wait?n={expected}&event=organization.created"
+                                 f"&timeout={min(5.0, max(0.1, deadline - time.monotonic()))}")
+        if got["count"] >= expected:
+            break
+    cpu, per = cpu_seconds(server_pid)
+    records = get_json(recv_url, "/_records")
+    ids = {}
+    for r in records:
+        if r[3] == "organization.created":
+            ids.setdefault((r[1], r[2]), r[0])
+    firsts = sorted(ids.values())
+    n = len(firsts)
+    out = {"deliveries_expected": expected, "deliveries_received": n,
+           "duplicate_requests": sum(1 for r in records if r[3] == "organization.created") - n}
+    if n > 10:
+        out["drain_s"] = round(firsts[-1] - firsts[0], 3)
+        out["deliveries_per_s_drain"] = round((n - 1) / (firsts[-1] - firsts[0]), 1)
+        a, b = firsts[int(n * 0.1)], firsts[int(n * 0.9) - 1]
+        out["deliveries_per_s_steady_p10_p90"] = round((int(n * 0.9) - 1 - int(n * 0.1)) / (b - a), 1)
+        # Rate over each tenth of the backlog: shows whether it speeds up as the backlog shrinks.
+        out["deliveries_per_s_by_tenth"] = [
+            round((n // 10) / max(1e-9, firsts[min(n - 1, (k + 1) * (n // 10))] - firsts[k * (n // 10)]), 1)
+            for k in range(10)]
+    if cpu is not None:
+        out["server_cpu_s_since_start"] = round(cpu, 2)
+        out["server_cpu_by_thread_s"] = {k: round(v, 2) for k, v in per.items() if v >= 0.01}
+        if n:
+            out["server_cpu_ms_per_delivery"] = round(cpu * 1000 / n, 3)
     return out
 
 
@@ -426,9 +484,16 @@ def main():
         return receiver(int(a[0]))
     if cmd == "throughput":
         out = throughput(a[0], a[1], a[2], int(a[3]), int(a[4]), a[5], a[6], int(a[7]), float(a[8]),
-                         int(a[9]) if len(a) > 9 else None)
+                         int(a[9]) if len(a) > 9 and a[9] else None, float(a[10]) if len(a) > 10 else 0.0)
         print(json.dumps(out))
         return 0 if out["write_errors"] == 0 and out["drained"] else 1
+    if cmd == "reset":
+        get_json(a[0], "/_reset")
+        return 0
+    if cmd == "drain":
+        out = drain(a[0], int(a[1]), float(a[2]), int(a[3]) if len(a) > 3 else None)
+        print(json.dumps(out))
+        return 0 if out["deliveries_received"] >= out["deliveries_expected"] else 1
     if cmd == "idle":
         out = idle(a[0], a[1], a[2], int(a[3]), a[4], float(a[5]), float(a[6]))
         print(json.dumps(out))

@@ -155,10 +155,10 @@ impl Config {
                 "`egress_timeout_seconds` must be 1 to 300 and `egress_max_response_bytes` 1024 to 1 GiB".into(),
             ));
         }
-        if !self.egress_proxy.is_empty()
-            && !(self.egress_proxy.starts_with("http://")
-                || self.egress_proxy.starts_with("https://"))
-        {
+        let proxy_ok = ["http://", "https://"]
+            .iter()
+            .any(|p| self.egress_proxy.starts_with(p));
+        if !self.egress_proxy.is_empty() && !proxy_ok {
             return Err(ConfigError(format!(
                 "`egress_proxy` must be an http:// or https:// URL, not {:?}",
                 self.egress_proxy

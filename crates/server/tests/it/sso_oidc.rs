@@ -634,7 +634,7 @@ async fn a_response_for_another_organizations_connection_is_refused() {
         );
         let a = b.get(&url).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text);
-        let login = b.get(&a.location().to_owned()).await;
+        let login = b.get(a.location()).await;
         assert_eq!(
             login.status,
             StatusCode::SEE_OTHER,
