@@ -271,7 +271,8 @@ impl Store {
         } else {
             EventType::ClientUpdated
         };
-        let data = client_json(&after);
+        let mut data = client_json(&after);
+        data["previous_attributes"] = crate::log::previous_attributes(&client_json(before), &data);
         append_event(
             &mut tx,
             &after.env_id,

@@ -173,6 +173,8 @@ impl Store {
             ));
         }
         let mut data = connection_json(&after);
+        data["previous_attributes"] =
+            crate::log::previous_attributes(&connection_json(before), &data);
         data["change"] = detail;
         append_event(
             &mut tx,

@@ -19,6 +19,23 @@ use sqlx::any::AnyRow;
 
 use crate::{Conn, Result, Store, StoreError};
 
+/// The `previous_attributes` of an `*.updated` event: every top-level field of `after` whose
+/// value differs in `before`, with its value before the change.
+pub fn previous_attributes(
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
+        for (k, v) in b {
+            if a.get(k) != Some(v) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
 /// Appends an event to `env`'s log and returns it with its number.
 pub async fn append_event(
     conn: &mut Conn,

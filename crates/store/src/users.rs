@@ -195,6 +195,7 @@ impl Store {
                 .await?;
         }
         let mut data = user_json(&after);
+        data["previous_attributes"] = crate::log::previous_attributes(&user_json(&before), &data);
         data["password_reset"] = json!(patch.password_hash.is_some());
         append_event(
             &mut tx,

@@ -213,3 +213,53 @@ async fn filters_cursors_and_keys(backend: Backend) {
     let (st, _) = pull(&s, &key, "").await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "revoked");
 }
+
+/// `*.updated` events carry `previous_attributes`: the fields that changed, as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updated_events_carry_previous_attributes() {
+    let (s, key) = setup(Backend::Sqlite).await;
+    let (st, c) = s
+        .admin_post(
+            "/environments/ev/clients",
+            json!({ "name": "Web", "redirect_uris": ["https://app.example.com/cb"] }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_str().unwrap();
+    let (st, _) = s
+        .admin_patch(
+            &format!("/environments/ev/clients/{id}"),
+            json!({ "name": "Web 2" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, org) = s
+        .admin_post(
+            "/environments/ev/organizations",
+            json!({ "name": "Acme", "domains": ["acme.test"] }),
+        )
+        .await;
+    let org = org["id"].as_str().unwrap();
+    let (st, u) = s
+        .admin_post(
+            &format!("/environments/ev/organizations/{org}/users"),
+            json!({ "email": "a@acme.test", "first_name": "Ann" }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{u}");
+    let uid = u["id"].as_str().unwrap();
+    s.admin_patch(
+        &format!("/environments/ev/organizations/{org}/users/{uid}"),
+        json!({ "first_name": "Anne" }),
+    )
+    .await;
+
+    let (_, ev) = pull(&s, &key, "events=client.updated,user.updated&limit=10").await;
+    let data = ev["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "{ev}");
+    assert_eq!(
+        data[0]["data"]["previous_attributes"],
+        json!({ "name": "Web" })
+    );
+    assert_eq!(data[1]["data"]["previous_attributes"]["first_name"], "Ann");
+}
