@@ -93,6 +93,56 @@ const CLIENT: &[Field] = &[
         "whether the client authenticates with its own keys",
     ),
 ];
+const CLIENT_UPDATED: &[Field] = &[
+    ("id", "string", "client ID"),
+    ("object", "string", "`client`"),
+    ("name", "string", "display name"),
+    ("kind", "string", "`confidential` or `public`"),
+    (
+        "token_endpoint_auth_method",
+        "string",
+        "client authentication method",
+    ),
+    ("redirect_uris", "array", "exact redirect URIs"),
+    (
+        "post_logout_redirect_uris",
+        "array",
+        "post-logout redirect URIs",
+    ),
+    ("grant_types", "array", "allowed grants"),
+    ("scopes", "array", "allowed scopes"),
+    ("token_exchange", "object", "token-exchange permissions"),
+    ("lifetimes", "object", "token lifetimes in seconds"),
+    (
+        "has_jwks",
+        "boolean",
+        "whether the client authenticates with its own keys",
+    ),
+    (
+        "previous_attributes",
+        "object",
+        "the changed fields with their values before the change",
+    ),
+];
+const USER_UPDATED: &[Field] = &[
+    ("id", "string", "user ID"),
+    ("object", "string", "`user`"),
+    ("organization_id", "string", "the user's organization"),
+    ("email", "string", "email address"),
+    ("first_name", "string|null", "given name"),
+    ("last_name", "string|null", "family name"),
+    ("disabled", "boolean", "whether sign-in is blocked"),
+    (
+        "password_reset",
+        "boolean",
+        "whether the password was reset",
+    ),
+    (
+        "previous_attributes",
+        "object",
+        "the changed fields with their values before the change",
+    ),
+];
 const USER: &[Field] = &[
     ("id", "string", "user ID (`user_…`)"),
     ("object", "string", "`user`"),
@@ -173,6 +223,11 @@ const CONNECTION_CHANGED: &[Field] = &[
     ("name", "string", "display name"),
     ("state", "string", "the state after the change"),
     ("change", "object", "what changed (no secrets)"),
+    (
+        "previous_attributes",
+        "object",
+        "the changed fields with their values before the change",
+    ),
 ];
 const SSO_OK: &[Field] = &[
     ("connection_id", "string", "the connection used"),
@@ -283,7 +338,7 @@ pub const CATALOGUE: &[Entry] = &[
     Entry {
         kind: EventType::ClientUpdated,
         description: "An OAuth client's settings changed (the data shows them after the change).",
-        fields: CLIENT,
+        fields: CLIENT_UPDATED,
     },
     Entry {
         kind: EventType::ClientDeleted,
@@ -293,7 +348,7 @@ pub const CATALOGUE: &[Entry] = &[
     Entry {
         kind: EventType::ClientSecretRotated,
         description: "A confidential client got a new secret; the previous one stays valid for its overlap.",
-        fields: CLIENT,
+        fields: CLIENT_UPDATED,
     },
     Entry {
         kind: EventType::UserCreated,
@@ -303,7 +358,7 @@ pub const CATALOGUE: &[Entry] = &[
     Entry {
         kind: EventType::UserUpdated,
         description: "A local user's names, password or enabled state changed (the data shows them after the change).",
-        fields: USER,
+        fields: USER_UPDATED,
     },
     Entry {
         kind: EventType::PasswordSucceeded,
