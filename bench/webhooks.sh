@@ -2,7 +2,8 @@
 # Webhook delivery benchmark (issue 6): events written/s and deliveries/s to a fast local
 # receiver, and end-to-end delivery latency when idle, on SQLite and PostgreSQL.
 #
-#   bench/webhooks.sh        # N=10000 events per run, CONCURRENCY=8 writers; BACKENDS="sqlite postgres"
+#   bench/webhooks.sh        # N=10000 events per run, CONCURRENCY=8 writers, BACKENDS="sqlite postgres";
+#                            # about 15 minutes per backend on 2 cores
 #
 # Needs: python3, curl, wrk (optional: the receiver's own ceiling), PostgreSQL's server binaries
 # for the postgres backend (Debian `postgresql`). Everything listens on 127.0.0.1 only; servers,
@@ -13,24 +14,34 @@
 # ceiling is measured first with wrk (4 and 16 connections, 4 s each) so the figures below can
 # be read against it.
 #
-# 1. Throughput, per configuration in CONFIGS ("label:endpoints:per_endpoint_in_flight:max_in_flight:poll_ms"):
-#    a fresh server (`serve --demo`, fresh data directory or database), one environment whose
-#    egress policy allows http://127.0.0.1:RPORT for webhooks, ENDPOINTS webhook endpoints on the
-#    receiver (/in/0, /in/1, …; each event is delivered once per endpoint), the dispatcher
-#    settings passed as PORTCULLIS_WEBHOOK_* environment variables; a warm-up of WARMUP events;
-#    then N organization creates (one `organization.created` event each) from CONCURRENCY
-#    keep-alive writers as fast as the admin API answers, and a wait (≤ DRAIN_S) until every
-#    delivery has arrived. Reported: events written/s; deliveries/s over the whole run (first
-#    write → last arrival), while the writes ran, in the steady part (10th → 90th percentile of
-#    arrivals) and while draining the backlog after the writes; server CPU by thread group.
-# 2. Idle latency: one endpoint, IDLE_SAMPLES creates one at a time, each followed by a wait for
-#    its delivery and a random pause of 0.1–0.6 s (so writes land at every phase of the poll
-#    timer); latency = arrival at the receiver − the admin API's answer read by the client;
-#    p50/p99. With the default poll interval (250 ms) and with the smallest one allowed (10 ms).
+# 1. Throughput, per configuration in CONFIGS ("label:endpoints:per_endpoint_in_flight:max_in_flight:poll_ms:writes"):
+#    a fresh server (`serve --demo`, fresh data directory or PostgreSQL database), one environment
+#    whose egress policy allows http://127.0.0.1:RPORT for webhooks, ENDPOINTS webhook endpoints on
+#    the receiver (/in/0, /in/1, …; each event is delivered once per endpoint), the dispatcher
+#    settings passed as PORTCULLIS_WEBHOOK_* environment variables. `writes` is one of:
+#    - max: a warm-up of WARMUP events, then N organization creates (one `organization.created`
+#      event each) from CONCURRENCY keep-alive writers as fast as the admin API answers, and a wait
+#      (≤ DRAIN_S) until every delivery has arrived. Reported: events written/s; deliveries/s over
+#      the whole run (first write → last arrival), while the writes ran, in the steady part (10th →
+#      90th percentile of arrivals) and while draining the backlog left when the writes ended;
+#      end-to-end latency under load; server CPU by thread group.
+#    - rate=R: the same with the creates paced at R events/s (open loop): whether the dispatcher
+#      keeps up with a steady flow of R × ENDPOINTS deliveries/s (the backlog stays small).
+#    - drain: the N events are written with the dispatcher off (PORTCULLIS_WEBHOOK_DISPATCHER=false),
+#      then a new server process on the same data delivers the N × ENDPOINTS backlog with no
+#      writes running: the dispatcher's own capacity, and how it changes as the backlog shrinks.
+# 2. Idle latency, per configuration in IDLE_CONFIGS: one endpoint, IDLE_SAMPLES creates one at a
+#    time, each followed by a wait for its delivery and a random pause of 0.1–0.6 s (so writes
+#    land at every phase of the poll timer); latency = arrival at the receiver − the moment the
+#    client read the admin API's answer; p50/p99. With the default poll interval (250 ms) and the
+#    smallest one allowed (10 ms).
 # Prints a JSON summary and writes target/bench/webhooks.json.
 
 source "$(dirname "$0")/lib.sh"
 bench_init
+# lib.sh has read PORTCULLIS_BIN into $BIN; the server refuses unknown PORTCULLIS_* variables, so
+# it must not inherit this one.
+export -n PORTCULLIS_BIN 2>/dev/null || true
 
 N="${N:-10000}"
 CONCURRENCY="${CONCURRENCY:-8}"
@@ -38,8 +49,12 @@ WARMUP="${WARMUP:-300}"
 DRAIN_S="${DRAIN_S:-240}"
 IDLE_SAMPLES="${IDLE_SAMPLES:-200}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
-# label:endpoints:per_endpoint:max_in_flight:poll_ms
-CONFIGS="${CONFIGS:-default:1:4:64:250 per-endpoint-32:1:32:64:250 4-endpoints:4:4:64:250 4-endpoints-16:4:16:64:250}"
+# label:endpoints:per_endpoint_in_flight:max_in_flight:poll_ms:writes, writes = max (as fast as
+# the admin API answers), rate=R (paced at R events/s), or drain (the N events are written with
+# the dispatcher off, then a new server process delivers the backlog with no writes running).
+CONFIGS="${CONFIGS:-default:1:4:64:250:max per-endpoint-32:1:32:64:250:max 4-endpoints:4:4:64:250:max \
+4-endpoints-16:4:16:64:250:max paced-4x500-16:4:16:64:250:rate=500 drain-default:1:4:64:250:drain \
+drain-per-endpoint-32:1:32:64:250:drain drain-4-endpoints-16:4:16:64:250:drain}"
 IDLE_CONFIGS="${IDLE_CONFIGS:-idle-poll-250:1:4:64:250 idle-poll-10:1:4:64:10}"
 [ "$N" -le 20000 ] || die "N is at most 20000"
 [ "$DRAIN_S" -le 600 ] || die "DRAIN_S is at most 600"
@@ -105,12 +120,27 @@ start_configured() {
         pg_createdb "$PG_PORT" "$name"
         db=(--database-url "postgres://postgres@127.0.0.1:$PG_PORT/$name")
     fi
-    export PORTCULLIS_WEBHOOK_PER_ENDPOINT_IN_FLIGHT="$3" PORTCULLIS_WEBHOOK_MAX_IN_FLIGHT="$4" \
-        PORTCULLIS_WEBHOOK_POLL_INTERVAL_MS="$5"
-    start_server "$dir/data" "$port" --demo "${db[@]}"
-    unset PORTCULLIS_WEBHOOK_PER_ENDPOINT_IN_FLIGHT PORTCULLIS_WEBHOOK_MAX_IN_FLIGHT PORTCULLIS_WEBHOOK_POLL_INTERVAL_MS
-    ADMIN_KEY="$(admin_key "$dir/data")"
+    DB_ARGS=("${db[@]}")
     DATA="$dir/data"
+    with_dispatcher_env "$3" "$4" "$5" start_server "$DATA" "$port" --demo "${DB_ARGS[@]}"
+    ADMIN_KEY="$(admin_key "$DATA")"
+}
+
+# restart_configured PER_ENDPOINT MAX_IN_FLIGHT POLL_MS — the same data, a new server process
+restart_configured() {
+    with_dispatcher_env "$1" "$2" "$3" start_server "$DATA" "$(free_port)" --demo "${DB_ARGS[@]}"
+}
+
+# with_dispatcher_env PER_ENDPOINT MAX_IN_FLIGHT POLL_MS COMMAND… — runs COMMAND in this shell
+# (start_server registers its PID here) with the dispatcher settings exported for the server.
+with_dispatcher_env() {
+    export PORTCULLIS_WEBHOOK_PER_ENDPOINT_IN_FLIGHT="$1" PORTCULLIS_WEBHOOK_MAX_IN_FLIGHT="$2" \
+        PORTCULLIS_WEBHOOK_POLL_INTERVAL_MS="$3"
+    [ -z "${PORTCULLIS_WEBHOOK_DISPATCHER:-}" ] || export PORTCULLIS_WEBHOOK_DISPATCHER
+    shift 3
+    "$@"
+    unset PORTCULLIS_WEBHOOK_PER_ENDPOINT_IN_FLIGHT PORTCULLIS_WEBHOOK_MAX_IN_FLIGHT \
+        PORTCULLIS_WEBHOOK_POLL_INTERVAL_MS PORTCULLIS_WEBHOOK_DISPATCHER
 }
 
 # The server's webhook metrics (attempt count and mean duration of the HTTP send).
@@ -127,22 +157,40 @@ print(json.dumps({"attempts_succeeded": ok, "attempts_failed": bad, "attempt_mea
 }
 
 run_backend() {
-    local backend="$1" cfg label k pe mif poll env out m
+    local backend="$1" cfg label k pe mif poll mode env out m rate
     for cfg in $CONFIGS; do
-        IFS=: read -r label k pe mif poll <<<"$cfg"
-        log "$backend / $label: $k endpoint(s), per-endpoint in flight $pe, max in flight $mif, poll $poll ms"
-        start_configured "$backend" "$label" "$pe" "$mif" "$poll"
+        IFS=: read -r label k pe mif poll mode <<<"$cfg"
+        mode="${mode:-max}"
+        log "$backend / $label: $k endpoint(s), per-endpoint in flight $pe, max in flight $mif, poll $poll ms, writes: $mode"
         env="wh-$label"
-        setup_env "$env" "$k"
-        out="$(python3 "$BENCH_DIR/webhook_load.py" throughput "$SERVER_URL" "$ADMIN_KEY" "$env" "$WARMUP" \
-            "$CONCURRENCY" warm "$RECV_URL" "$k" 60 "$SERVER_PID")" || die "warm-up failed: $out"
-        out="$(python3 "$BENCH_DIR/webhook_load.py" throughput "$SERVER_URL" "$ADMIN_KEY" "$env" "$N" \
-            "$CONCURRENCY" run "$RECV_URL" "$k" "$DRAIN_S" "$SERVER_PID")" \
-            || log "  warning: the run had write errors or did not drain within ${DRAIN_S}s"
+        if [ "$mode" = drain ]; then
+            # The backlog is written with the dispatcher off, then a fresh process delivers it.
+            PORTCULLIS_WEBHOOK_DISPATCHER=false start_configured "$backend" "$label" "$pe" "$mif" "$poll"
+            setup_env "$env" "$k"
+            out="$(python3 "$BENCH_DIR/admin_load.py" "$SERVER_URL" "$ADMIN_KEY" "$env" "$N" "$CONCURRENCY" d)" \
+                || die "writing the backlog failed: $out"
+            log "  backlog written: $out"
+            stop_server
+            python3 "$BENCH_DIR/webhook_load.py" reset "$RECV_URL"
+            restart_configured "$pe" "$mif" "$poll"
+            out="$(python3 "$BENCH_DIR/webhook_load.py" drain "$RECV_URL" $((N * k)) "$DRAIN_S" "$SERVER_PID")" \
+                || log "  warning: the backlog did not drain within ${DRAIN_S}s"
+            log "  $out"
+        else
+            rate=0
+            [ "$mode" = max ] || rate="${mode#rate=}"
+            start_configured "$backend" "$label" "$pe" "$mif" "$poll"
+            setup_env "$env" "$k"
+            out="$(python3 "$BENCH_DIR/webhook_load.py" throughput "$SERVER_URL" "$ADMIN_KEY" "$env" "$WARMUP" \
+                "$CONCURRENCY" warm "$RECV_URL" "$k" 60 "$SERVER_PID")" || die "warm-up failed: $out"
+            out="$(python3 "$BENCH_DIR/webhook_load.py" throughput "$SERVER_URL" "$ADMIN_KEY" "$env" "$N" \
+                "$CONCURRENCY" run "$RECV_URL" "$k" "$DRAIN_S" "$SERVER_PID" "$rate")" \
+                || log "  warning: the run had write errors or did not drain within ${DRAIN_S}s"
+            echo "$out" | python3 "$BENCH_DIR/webhook_load.py" summary >&2
+        fi
         m="$(attempt_metrics)"
-        echo "$out" | python3 "$BENCH_DIR/webhook_load.py" summary >&2
         log "  server metrics: $m"
-        echo "{\"backend\":\"$backend\",\"kind\":\"throughput\",\"label\":\"$label\",\"endpoints\":$k,\"per_endpoint_in_flight\":$pe,\"max_in_flight\":$mif,\"poll_ms\":$poll,\"metrics\":$m,\"result\":$out}" >>"$RESULTS"
+        echo "{\"backend\":\"$backend\",\"kind\":\"$([ "$mode" = drain ] && echo drain || echo throughput)\",\"label\":\"$label\",\"mode\":\"$mode\",\"endpoints\":$k,\"per_endpoint_in_flight\":$pe,\"max_in_flight\":$mif,\"poll_ms\":$poll,\"metrics\":$m,\"result\":$out}" >>"$RESULTS"
         stop_server
     done
     for cfg in $IDLE_CONFIGS; do
