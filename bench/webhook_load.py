@@ -27,6 +27,8 @@ usage:
       reports the delivery rate (first → last arrival, the 10th → 90th percentile, per tenth).
   webhook_load.py reset RECV_URL
       Forgets the receiver's records.
+  webhook_load.py report WEBHOOKS_JSON
+      The Markdown tables of a bench/webhooks.sh summary (target/bench/webhooks.json).
   webhook_load.py summary < RESULT_JSON
       One line of a `throughput` result, for the log.
   webhook_load.py receiver-ceiling RECV_URL SECONDS CONNECTIONS
@@ -260,6 +262,13 @@ def analyse(writes, records, per_event, t_start, t_writes_end, expected_orgs):
     out["whole_run_s"] = round(t_last - t_start, 3)
     out["deliveries_per_s_whole_run"] = round(n / (t_last - t_start), 1)
     during = sum(1 for t in firsts if t <= t_writes_end)
+    by_ep = {}
+    for (wid, path), v in ids.items():
+        e = by_ep.setdefault(path, [0, 0])
+        e[0] += 1
+        e[1] += min(v) <= t_writes_end
+    # Per endpoint: [deliveries, of which during the writes] (shows an endpoint left behind).
+    out["by_endpoint"] = {k: by_ep[k] for k in sorted(by_ep)}
     out["deliveries_during_writes"] = during
     out["deliveries_per_s_during_writes"] = round(during / (t_writes_end - t_start), 1)
     out["backlog_at_writes_end"] = expected_orgs * per_event - during
@@ -477,6 +486,56 @@ def receiver_ceiling(recv_url, seconds, conns):
     return {"per_second": round(sum(counts) / seconds, 1), "connections": conns, "seconds": seconds}
 
 
+def report(path):
+    d = json.load(open(path))
+    f = lambda x, nd=0: "—" if x is None else f"{x:,.{nd}f}"
+    names = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+    L = []
+    w = L.append
+    rc = d.get("receiver_ceiling") or {}
+    w(f"Conditions: {d['conditions'].replace(chr(10), '; ')}"
+      + (f"; PostgreSQL {d['postgres_version']}" if d.get("postgres_version") else "") + ".\n")
+    if rc.get("c4_per_s"):
+        w(f"Receiver ceiling (wrk, one thread, beside the idle server): {f(rc['c4_per_s'])}/s at 4 connections, "
+          f"{f(rc['c16_per_s'])}/s at 16.\n")
+    for b in dict.fromkeys(r["backend"] for r in d["runs"]):
+        rows = [r for r in d["runs"] if r["backend"] == b]
+        th = [r for r in rows if r["kind"] == "throughput"]
+        if th:
+            w(f"**{names.get(b, b)}: events written while delivering** (N = {d['n']} events, {d['concurrency']} writers)\n")
+            w("| Configuration | Endpoints × in flight each | Writes | Events written/s | Deliveries/s: whole run | while writing | steady (p10–p90) | draining after | Backlog when writes ended | Latency under load p50 / p99 |")
+            w("|---|---|---|---|---|---|---|---|---|---|")
+            for r in th:
+                x = r["result"]
+                lat = x.get("latency_under_load_ms") or {}
+                w(f"| {r['label']} | {r['endpoints']} × {r['per_endpoint_in_flight']} | {r.get('mode', 'max')} | {f(x['events_written_per_s'])} | "
+                  f"{f(x.get('deliveries_per_s_whole_run'))} | {f(x.get('deliveries_per_s_during_writes'))} | "
+                  f"{f(x.get('deliveries_per_s_steady_p10_p90'))} | {f(x.get('deliveries_per_s_drain'))} | "
+                  f"{f(x.get('backlog_at_writes_end'))} | {f(lat.get('p50'))} / {f(lat.get('p99'))} ms |")
+            w("")
+        dr = [r for r in rows if r["kind"] == "drain"]
+        if dr:
+            w(f"**{names.get(b, b)}: delivering a backlog, no writes** (written with the dispatcher off, then a new process)\n")
+            w("| Configuration | Endpoints × in flight each | Backlog | Deliveries/s | First → last tenth of the backlog | Server CPU per delivery |")
+            w("|---|---|---|---|---|---|")
+            for r in dr:
+                x = r["result"]
+                t = x.get("deliveries_per_s_by_tenth") or [None]
+                w(f"| {r['label']} | {r['endpoints']} × {r['per_endpoint_in_flight']} | {f(x['deliveries_expected'])} | "
+                  f"{f(x.get('deliveries_per_s_drain'))} | {f(t[0])} → {f(t[-1])}/s | {f(x.get('server_cpu_ms_per_delivery'), 2)} ms |")
+            w("")
+        idl = [r for r in rows if r["kind"] == "idle"]
+        if idl:
+            w(f"**{names.get(b, b)}: idle end-to-end latency** (admin API answer read → arrival at the receiver; {d['idle_samples']} single events)\n")
+            w("| Poll interval | p50 | p99 | min / max | Received |")
+            w("|---|---|---|---|---|")
+            for r in idl:
+                x = r["result"]
+                w(f"| {r['poll_ms']} ms | {f(x['p50_ms'], 1)} ms | {f(x['p99_ms'], 1)} ms | {f(x['min_ms'], 1)} / {f(x['max_ms'], 1)} ms | {x['received']}/{x['samples']} |")
+            w("")
+    return "\n".join(L)
+
+
 def main():
     cmd = sys.argv[1]
     a = sys.argv[2:]
@@ -498,6 +557,9 @@ def main():
         out = idle(a[0], a[1], a[2], int(a[3]), a[4], float(a[5]), float(a[6]))
         print(json.dumps(out))
         return 0 if out["received"] == out["samples"] else 1
+    if cmd == "report":
+        print(report(a[0]))
+        return 0
     if cmd == "summary":
         r = json.loads(sys.stdin.read() or "{}")
         g = r.get
