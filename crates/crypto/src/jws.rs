@@ -217,37 +217,52 @@ pub fn verify_with_key(
         return None;
     }
     let sig = URL_SAFE_NO_PAD.decode(s).ok()?;
+    if !verify_raw(jwk, format!("{h}.{p}").as_bytes(), &sig) {
+        return None;
+    }
+    let payload = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()?;
+    Some((header, payload))
+}
+
+/// Verifies a raw signature (as [`SigningKey::sign`] makes it) over `msg` with the public `jwk`,
+/// in the algorithm the key was made for.
+pub fn verify_raw(jwk: &serde_json::Value, msg: &[u8], sig: &[u8]) -> bool {
     let d = |k: &str| {
         jwk.get(k)
             .and_then(|v| v.as_str())
             .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
     };
-    let msg = format!("{h}.{p}");
-    let ok = match alg {
+    let (Some(alg), Some(x)) = (
+        jwk_alg(jwk),
+        d(if jwk.get("kty").and_then(|k| k.as_str()) == Some("RSA") {
+            "n"
+        } else {
+            "x"
+        }),
+    ) else {
+        return false;
+    };
+    match alg {
         "ES256" => {
+            let Some(y) = d("y") else { return false };
             let mut point = vec![4u8];
-            point.extend(d("x")?);
-            point.extend(d("y")?);
+            point.extend(x);
+            point.extend(y);
             signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                .verify(msg.as_bytes(), &sig)
+                .verify(msg, sig)
                 .is_ok()
         }
-        "EdDSA" => signature::UnparsedPublicKey::new(&signature::ED25519, d("x")?)
-            .verify(msg.as_bytes(), &sig)
+        "EdDSA" => signature::UnparsedPublicKey::new(&signature::ED25519, x)
+            .verify(msg, sig)
             .is_ok(),
-        "RS256" => signature::RsaPublicKeyComponents {
-            n: d("n")?,
-            e: d("e")?,
+        "RS256" => {
+            let Some(e) = d("e") else { return false };
+            signature::RsaPublicKeyComponents { n: x, e }
+                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, msg, sig)
+                .is_ok()
         }
-        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, msg.as_bytes(), &sig)
-        .is_ok(),
         _ => false,
-    };
-    if !ok {
-        return None;
     }
-    let payload = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()?;
-    Some((header, payload))
 }
 
 #[cfg(test)]
