@@ -185,7 +185,16 @@ impl EnvConfig {
     /// duplicate natural keys. What needs the environment (certificates, URLs against the egress
     /// policy, references) is checked by the server's plan.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let c: Self = toml::from_str(text).map_err(|e| {
+            // One line: where, then what (toml's own message draws the line in several).
+            let at = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {col}: ")
+            });
+            ConfigError::Syntax(format!("{}{}", at.unwrap_or_default(), e.message().trim()))
+        })?;
         if c.version != VERSION {
             return Err(ConfigError::Version(c.version));
         }

@@ -3,8 +3,11 @@
 //! Human output by default, the API's JSON with `--json`. An HTTP error prints the server's
 //! `message` and `code` on one line and exits with 2.
 
+mod audit_checkpoint;
 mod audit_file;
+mod bundles;
 mod connections;
+mod credentials;
 mod governance;
 mod oauth_clients;
 mod users;
@@ -205,6 +208,9 @@ pub enum ApiKeyCmd {
         env: Option<String>,
         #[arg(long, requires = "env")]
         admin: bool,
+        /// The key is refused DAYS days from now (default: it does not expire).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(1..=3650))]
+        expires_in: Option<i64>,
     },
     List {
         #[arg(long)]
@@ -212,6 +218,17 @@ pub enum ApiKeyCmd {
     },
     Revoke {
         key: String,
+    },
+    /// Replace a key by a new one (same kind, environment and name; its secret shown once). The
+    /// old key keeps working for the overlap, then it is revoked.
+    Rotate {
+        key: String,
+        /// How long the old key keeps working: 0 (revoked now) to 2592000 seconds (default 86400).
+        #[arg(long)]
+        overlap_seconds: Option<i64>,
+        /// The new key is refused DAYS days from now (default: the old key's lifetime, if any).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(1..=3650))]
+        expires_in: Option<i64>,
     },
 }
 
@@ -266,8 +283,13 @@ pub enum AuditCmd {
     /// Recompute the chain (of --env, or the global chain) and name the first broken link.
     /// Exit 1 when the chain is broken.
     ///
+    /// For an environment, also checks every stored checkpoint: its signature, and that the
+    /// record it signed is still there with the same hash (a chain that ends below a checkpoint
+    /// lost its tail).
+    ///
     /// With --file, verifies an exported file offline instead: every line's link and hash, the
-    /// signed checkpoint (against --jwks, or the JWKS in the file), and that no tail is missing.
+    /// signed checkpoint (against --jwks, or the JWKS in the file), that no tail is missing, and
+    /// the stored checkpoints the file carries.
     Verify {
         #[arg(long)]
         env: Option<String>,
@@ -277,7 +299,15 @@ pub enum AuditCmd {
         #[arg(long, requires = "file")]
         jwks: Option<std::path::PathBuf>,
     },
-    /// Export an environment's chain (or its tail after --after) as signed JSON Lines.
+    /// Sign the head of an environment's chain now (a checkpoint; the server also signs it
+    /// every `audit_checkpoint_interval_seconds` when it moved). Exit 1 when the chain since the
+    /// latest checkpoint is broken: nothing is signed then.
+    Checkpoint {
+        #[arg(long)]
+        env: String,
+    },
+    /// Export an environment's chain (or its tail after --after) as signed JSON Lines, with the
+    /// latest stored checkpoint of the range.
     Export {
         #[arg(long)]
         env: String,
@@ -341,6 +371,26 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        self.finish(req).await
+    }
+
+    /// A request whose body is a file as it is (a configuration, a bundle).
+    async fn call_bytes(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Value, Failure> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.finish(req).await
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<Value, Failure> {
         let res = req.send().await.map_err(|e| {
             Failure::Input(format!(
                 "cannot reach {}: {} (check --url)",
@@ -704,16 +754,58 @@ async fn org(conn: &Conn, cmd: OrgCmd) -> Outcome {
 async fn api_key(conn: &Conn, cmd: ApiKeyCmd) -> Outcome {
     let c = Client::new(conn)?;
     match cmd {
-        ApiKeyCmd::Create { name, env, admin } => {
+        ApiKeyCmd::Create {
+            name,
+            env,
+            admin,
+            expires_in,
+        } => {
+            let expires = ("expires_in_seconds", expires_in.map(|d| json!(d * 86_400)));
             let v = match env {
-                Some(e) => c.post(&format!("/environments/{}/api-keys", enc(&e)),
-                    json!({ "name": name, "kind": if admin { "admin" } else { "environment" } })).await?,
-                None => c.post("/api-keys", json!({ "name": name })).await?,
+                Some(e) => {
+                    let kind = if admin { "admin" } else { "environment" };
+                    c.post(
+                        &format!("/environments/{}/api-keys", enc(&e)),
+                        body(&[
+                            ("name", Some(json!(name))),
+                            ("kind", Some(json!(kind))),
+                            expires,
+                        ]),
+                    )
+                    .await?
+                }
+                None => {
+                    c.post("/api-keys", body(&[("name", Some(json!(name))), expires]))
+                        .await?
+                }
             };
             let h = format!(
                 "{}\nsecret         {}\n(shown once: store it now)\n",
-                fields(&v, &["id", "kind", "environment_id", "name"]).trim_end(),
+                fields(&v, &["id", "kind", "environment_id", "name", "expires_at"]).trim_end(),
                 s(&v, "secret")
+            );
+            Ok((v, h, 0))
+        }
+        ApiKeyCmd::Rotate {
+            key,
+            overlap_seconds,
+            expires_in,
+        } => {
+            let v = c
+                .post(
+                    &format!("/api-keys/{}/rotate", enc(&key)),
+                    body(&[
+                        ("overlap_seconds", overlap_seconds.map(Value::from)),
+                        ("expires_in_seconds", expires_in.map(|d| json!(d * 86_400))),
+                    ]),
+                )
+                .await?;
+            let h = format!(
+                "{}\nsecret         {}\n(shown once: store it now)\n{} keeps working until {}\n",
+                fields(&v, &["id", "kind", "environment_id", "name", "expires_at"]).trim_end(),
+                s(&v, "secret"),
+                s(&v["replaced"], "id"),
+                s(&v["replaced"], "expires_at"),
             );
             Ok((v, h, 0))
         }
@@ -733,6 +825,7 @@ async fn api_key(conn: &Conn, cmd: ApiKeyCmd) -> Outcome {
                     "environment_id",
                     "name",
                     "last_used_at",
+                    "expires_at",
                     "revoked_at",
                 ],
             );
@@ -815,6 +908,7 @@ async fn audit(conn: &Conn, cmd: AuditCmd) -> Outcome {
     let c = Client::new(conn)?;
     match cmd {
         AuditCmd::Export { env, after, out } => audit_file::export(&c, &env, after, &out).await,
+        AuditCmd::Checkpoint { env } => audit_checkpoint::checkpoint(&c, &env).await,
         AuditCmd::Verify { env, .. } => {
             let v = match env {
                 Some(e) => {
@@ -824,9 +918,20 @@ async fn audit(conn: &Conn, cmd: AuditCmd) -> Outcome {
                 None => c.get("/audit/verify").await?,
             };
             let ok = v.get("ok").and_then(Value::as_bool).unwrap_or(false);
+            let latest = &v["latest_checkpoint"];
+            let checkpoints = if latest.is_object() {
+                format!(
+                    "; {} checkpoints verified, the latest at record {} signed {}",
+                    v["checkpoints"],
+                    latest["seq"],
+                    s(latest, "at")
+                )
+            } else {
+                String::new()
+            };
             let h = if ok {
                 format!(
-                    "chain {}: {} records, intact (head {})\n",
+                    "chain {}: {} records, intact (head {}{checkpoints})\n",
                     s(&v, "chain"),
                     v["records"],
                     s(&v, "head_hash")

@@ -1,4 +1,4 @@
-//! `serve` (with the key scheduler and the webhook dispatcher), `migrate` and `master-key rotate`.
+//! `serve` (with the key scheduler, the audit checkpointer and the webhook dispatcher), `migrate` and `master-key rotate`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +60,19 @@ pub async fn serve(flags: ServerFlags) -> i32 {
         Duration::from_secs(config.key_check_interval_seconds),
         stop_rx.clone(),
     ));
+    // Signed audit checkpoints: every node may run it, a head is kept once (the first signer).
+    let checkpointer = tokio::spawn(portcullis_server::checkpoints::run_checkpointer(
+        app.clone(),
+        Duration::from_secs(config.audit_checkpoint_interval_seconds),
+        stop_rx.clone(),
+    ));
+    // The credential sweep: announces expired credentials once (a notice row per expiry), so
+    // every node may run it too.
+    let sweeper = tokio::spawn(portcullis_server::credentials::run_credential_sweeper(
+        app.clone(),
+        Duration::from_secs(config.credential_sweep_interval_seconds),
+        stop_rx.clone(),
+    ));
     // The webhook dispatcher: leases due deliveries row by row, so every node may run one.
     let dispatcher = config
         .webhook_dispatcher
@@ -69,6 +82,8 @@ pub async fn serve(flags: ServerFlags) -> i32 {
     let result = portcullis_server::serve(app, listener, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    let _ = sweeper.await;
+    let _ = checkpointer.await;
     if let Some(d) = dispatcher {
         let _ = d.await;
     }

@@ -16,6 +16,10 @@ use sqlx::{AnyConnection, Connection};
 
 #[path = "cli/audit_export.rs"]
 mod audit_export;
+#[path = "cli/bundles.rs"]
+mod bundles;
+#[path = "cli/credentials.rs"]
+mod credentials;
 #[path = "cli/events.rs"]
 mod events;
 
@@ -50,6 +54,7 @@ both_backends!(
     audit_verify_names_a_deleted_record,
     audit_verify_names_reordered_records,
     audit_verify_names_a_removed_tail,
+    audit_verify_names_a_tail_truncated_below_a_checkpoint,
     master_key_rotate_reseals_and_the_same_keys_sign,
 );
 
@@ -274,6 +279,106 @@ async fn audit_verify_names_a_removed_tail(backend: Backend) {
     )
     .await;
     assert_broken_at(&s, 5, "tail").await;
+}
+
+/// `audit checkpoint` signs the head; then the last two records are deleted and the head rewound
+/// to the record before them, a consistent chain. `audit verify --env` names the checkpoint and
+/// the missing records, no checkpoint is signed over the shorter chain, and an export made now
+/// carries the checkpoint that shows the truncation.
+async fn audit_verify_names_a_tail_truncated_below_a_checkpoint(backend: Backend) {
+    let (s, chain) = server_with_chain(backend).await;
+    let r = run(client(
+        &s,
+        &["audit", "checkpoint", "--env", "prod", "--json"],
+    ))
+    .await;
+    r.ok();
+    let cp = r.json()["checkpoint"].clone();
+    assert_eq!(r.json()["created"], true, "{}", r.stdout);
+    assert_eq!(cp["seq"], 5);
+    let at = cp["at"].as_str().unwrap().to_owned();
+    let r = run(client(&s, &["audit", "checkpoint", "--env", "prod"])).await;
+    r.ok();
+    assert_eq!(
+        r.stdout,
+        format!("the head of prod has not moved since checkpoint 5 (signed {at})\n")
+    );
+    let r = run(client(&s, &["audit", "verify", "--env", "prod"])).await;
+    r.ok();
+    assert!(
+        r.stdout.contains(&format!(
+            "; 1 checkpoints verified, the latest at record 5 signed {at})"
+        )),
+        "{}",
+        r.stdout
+    );
+
+    let (_, list) = s.admin_get("/environments/prod/audit?limit=100").await;
+    let third = list["data"][2]["hash"].as_str().unwrap().to_owned();
+    let delete = "DELETE FROM audit_records WHERE chain = $1 AND seq = $2";
+    tamper(
+        &s,
+        &[
+            (delete, &[Bind::Text(&chain), Bind::Int(5)]),
+            (delete, &[Bind::Text(&chain), Bind::Int(4)]),
+            (
+                "UPDATE audit_heads SET seq = $1, hash = $2 WHERE chain = $3",
+                &[Bind::Int(3), Bind::Text(&third), Bind::Text(&chain)],
+            ),
+        ],
+    )
+    .await;
+    let reason = format!(
+        "checkpoint 5 (signed {at}) covers record 5, but the chain ends at record 3: records 4 to 5 are missing (the tail was truncated)"
+    );
+    let r = run(client(&s, &["audit", "verify", "--env", "prod"])).await;
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("chain {chain}: BROKEN at record 4: {reason}\n")
+    );
+    let r = run(client(&s, &["audit", "verify", "--env", "prod", "--json"])).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json()["broken_at"], 4);
+    assert_eq!(r.json()["latest_checkpoint"]["seq"], 5);
+
+    let r = run(client(&s, &["audit", "checkpoint", "--env", "prod"])).await;
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!(
+            "prod: NOT CHECKPOINTED: the chain is broken at record 4: the chain head is record 3, below checkpoint 5 (signed {at}): the tail was truncated (no checkpoint written)\n"
+        )
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("truncated.jsonl");
+    run(client(
+        &s,
+        &[
+            "audit",
+            "export",
+            "--env",
+            "prod",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ))
+    .await
+    .ok();
+    let r = run(portcullis(&[
+        "audit",
+        "verify",
+        "--json",
+        "--file",
+        out.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(
+        r.json(),
+        json!({ "ok": false, "line": 1, "reason": reason })
+    );
 }
 
 /// `master-key rotate` with the server stopped: every signing key re-sealed, the old key file

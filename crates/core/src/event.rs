@@ -72,6 +72,10 @@ pub enum EventType {
     WebhookEndpointFailing,
     #[serde(rename = "webhook_endpoint.recovered")]
     WebhookEndpointRecovered,
+    #[serde(rename = "credential.rotated")]
+    CredentialRotated,
+    #[serde(rename = "credential.expired")]
+    CredentialExpired,
 }
 
 impl EventType {
@@ -108,6 +112,8 @@ impl EventType {
         Self::WebhookEndpointSecretRotated,
         Self::WebhookEndpointFailing,
         Self::WebhookEndpointRecovered,
+        Self::CredentialRotated,
+        Self::CredentialExpired,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -143,6 +149,8 @@ impl EventType {
             Self::WebhookEndpointSecretRotated => "webhook_endpoint.secret_rotated",
             Self::WebhookEndpointFailing => "webhook_endpoint.failing",
             Self::WebhookEndpointRecovered => "webhook_endpoint.recovered",
+            Self::CredentialRotated => "credential.rotated",
+            Self::CredentialExpired => "credential.expired",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

@@ -15,6 +15,12 @@ pub trait Random: Send + Sync + 'static {
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/// Whether `b` is in [`CROCKFORD`] (no I, L, O, U), as ranges: client authentication parses an
+/// ID on every token request.
+fn is_crockford(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'A'..=b'H' | b'J' | b'K' | b'M' | b'N' | b'P'..=b'T' | b'V'..=b'Z')
+}
+
 /// Generates IDs from a clock reading and a random source.
 pub struct IdGen<'a> {
     pub random: &'a dyn Random,
@@ -72,7 +78,7 @@ macro_rules! prefixed_id {
             }
             fn parse(s: &str) -> Option<Self> {
                 let rest = s.strip_prefix(concat!($prefix, "_"))?;
-                (rest.len() == 26 && rest.bytes().all(|b| CROCKFORD.contains(&b)))
+                (rest.len() == 26 && rest.bytes().all(is_crockford))
                     .then(|| Self(s.to_owned()))
             }
         }
@@ -146,5 +152,12 @@ mod tests {
         assert_eq!(EnvId::parse(a.as_str()), None, "prefix must match");
         assert_eq!(OrgId::parse("org_short"), None);
         assert_eq!(OrgId::parse(&format!("{}!", a.as_str())), None);
+    }
+
+    #[test]
+    fn crockford_ranges_match_the_alphabet() {
+        for b in 0..=u8::MAX {
+            assert_eq!(is_crockford(b), CROCKFORD.contains(&b), "byte {b}");
+        }
     }
 }

@@ -6,7 +6,9 @@
 //! depend on it; it depends on none of them.
 
 pub mod audit;
+pub mod checkpoint;
 pub mod clock;
+pub mod credential;
 pub mod event;
 pub mod ids;
 pub mod model;

@@ -144,12 +144,21 @@ pub struct ApiKey {
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// Refused from then on (set at creation, or by a rotation's overlap).
+    pub expires_at: Option<Timestamp>,
+    /// The key that replaced this one in a rotation.
+    pub replaced_by: Option<ApiKeyId>,
 }
 
 impl ApiKey {
     /// Whether this key may act on `env`. A global admin key may act everywhere.
     pub fn can_access(&self, env: &EnvId) -> bool {
         self.env_id.as_ref().is_none_or(|e| e == env)
+    }
+
+    /// Whether the key has passed its expiry at `now` (it is refused from that instant).
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
     }
 }
 

@@ -122,6 +122,8 @@ pub struct Client {
     pub lifetimes: TokenLifetimes,
     pub secret_digest: Option<String>,
     pub secret_created_at: Option<Timestamp>,
+    /// The current secret is refused from then on (`None`: it does not expire).
+    pub secret_expires_at: Option<Timestamp>,
     /// The secret replaced at the last rotation, valid until `previous_secret_expires_at`.
     pub previous_secret_digest: Option<String>,
     pub previous_secret_expires_at: Option<Timestamp>,

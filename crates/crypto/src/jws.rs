@@ -22,6 +22,8 @@ pub enum KeyError {
     Parse(&'static str),
     #[error("signing failed")]
     Sign,
+    #[error("the JWS header or payload does not serialize as JSON")]
+    Encode,
 }
 
 enum Inner {
@@ -110,20 +112,39 @@ impl SigningKey {
 
     /// A compact JWS: `base64url(header).base64url(payload).base64url(signature)`. The header
     /// always carries this key's `alg` and `kid`, plus `typ` when given.
-    pub fn sign_compact(
+    ///
+    /// The payload is any serializable claims type, written straight to JSON bytes and encoded
+    /// into one buffer sized for the whole token: on the token endpoint's hot path, building a
+    /// `serde_json::Value` tree and formatting it cost about a fifth of the signature itself.
+    pub fn sign_compact<T: serde::Serialize + ?Sized>(
         &self,
         typ: Option<&str>,
-        payload: &serde_json::Value,
+        payload: &T,
     ) -> Result<String, KeyError> {
-        let mut header = json!({ "alg": self.alg.as_str(), "kid": self.kid });
-        if let Some(t) = typ {
-            header["typ"] = json!(t);
+        #[derive(serde::Serialize)]
+        struct Header<'a> {
+            alg: &'a str,
+            kid: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            typ: Option<&'a str>,
         }
-        let h = URL_SAFE_NO_PAD.encode(header.to_string());
-        let p = URL_SAFE_NO_PAD.encode(payload.to_string());
-        let signing_input = format!("{h}.{p}");
-        let sig = self.sign(signing_input.as_bytes())?;
-        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+        let header = serde_json::to_vec(&Header {
+            alg: self.alg.as_str(),
+            kid: &self.kid,
+            typ,
+        })
+        .map_err(|_| KeyError::Encode)?;
+        let payload = serde_json::to_vec(payload).map_err(|_| KeyError::Encode)?;
+        let b64 = |n: usize| n.div_ceil(3) * 4;
+        // RS256 signatures are the longest: 256 bytes.
+        let mut out = String::with_capacity(b64(header.len()) + b64(payload.len()) + b64(256) + 2);
+        URL_SAFE_NO_PAD.encode_string(&header, &mut out);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+        let sig = self.sign(out.as_bytes())?;
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig, &mut out);
+        Ok(out)
     }
 
     /// The public JWK, with `kid`, `alg` and `use: sig`.

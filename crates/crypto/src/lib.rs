@@ -8,4 +8,4 @@ pub mod secrets;
 
 pub use envelope::{MasterKey, MasterKeyError};
 pub use jws::{KeyError, SigningKey};
-pub use secrets::{SystemRandom, generate_secret, secret_digest, sha256_hex};
+pub use secrets::{PooledRandom, SystemRandom, generate_secret, secret_digest, sha256_hex};

@@ -281,6 +281,69 @@ const WEBHOOK_UPDATED: &[Field] = &[
         "the changed fields with their values before the change",
     ),
 ];
+const CREDENTIAL_ROTATED: &[Field] = &[
+    (
+        "kind",
+        "string",
+        "`client_secret`, `private_key_jwt`, `environment_api_key`, `admin_api_key` or `webhook_secret`",
+    ),
+    (
+        "id",
+        "string",
+        "the new credential's reference: `client_…/secret/<8 hex of its digest>`, `client_…/jwk/<kid>`, `key_…` or `whk_…/secret` (never the secret)",
+    ),
+    (
+        "previous",
+        "string|null",
+        "the reference of the credential it replaces, when there is exactly one",
+    ),
+    (
+        "owner_type",
+        "string",
+        "`client`, `api_key` or `webhook_endpoint`",
+    ),
+    ("owner_id", "string", "the client, API key or endpoint ID"),
+    (
+        "owner_name",
+        "string",
+        "the client's or key's name, the endpoint's URL",
+    ),
+    (
+        "overlap_until",
+        "string|null",
+        "until then the replaced credential is still accepted (equal to the rotation time: no overlap); null for a `private_key_jwt` key, whose overlap lasts until the old key is removed",
+    ),
+    (
+        "expires_at",
+        "string|null",
+        "when the new credential expires, if it does",
+    ),
+];
+const CREDENTIAL_EXPIRED: &[Field] = &[
+    (
+        "kind",
+        "string",
+        "`client_secret`, `client_secret_previous`, `environment_api_key`, `admin_api_key` or `webhook_secret_previous`",
+    ),
+    ("id", "string", "the credential's reference"),
+    (
+        "owner_type",
+        "string",
+        "`client`, `api_key` or `webhook_endpoint`",
+    ),
+    ("owner_id", "string", "the client, API key or endpoint ID"),
+    (
+        "owner_name",
+        "string",
+        "the client's or key's name, the endpoint's URL",
+    ),
+    ("expires_at", "string", "the expiry that passed (RFC 3339)"),
+    (
+        "reason",
+        "string",
+        "`expired` (its own expiry: it is refused from now on and should be replaced) or `overlap_ended` (a rotation's overlap window ended: the replaced credential is no longer accepted)",
+    ),
+];
 const WEBHOOK_HEALTH: &[Field] = &[
     ("id", "string", "endpoint ID"),
     ("object", "string", "`webhook_endpoint`"),
@@ -459,6 +522,16 @@ pub const CATALOGUE: &[Entry] = &[
         kind: EventType::WebhookEndpointRecovered,
         description: "A failing endpoint accepted a delivery again and is active.",
         fields: WEBHOOK_HEALTH,
+    },
+    Entry {
+        kind: EventType::CredentialRotated,
+        description: "A machine credential was rotated: a client secret, an API key or a webhook secret was replaced (the previous one accepted until `overlap_until`), or a `private_key_jwt` key was added to a client that already had keys. See `portcullis credentials report`.",
+        fields: CREDENTIAL_ROTATED,
+    },
+    Entry {
+        kind: EventType::CredentialExpired,
+        description: "A machine credential passed its expiry (emitted once per credential and expiry, by the server's credential sweep, within a minute): a client secret or API key with an expiry, or a credential replaced by a rotation whose overlap ended. A rotated API key is revoked at that point.",
+        fields: CREDENTIAL_EXPIRED,
     },
 ];
 

@@ -1,10 +1,18 @@
 //! The outbox dispatcher: leases due deliveries, sends them through the egress gate, logs every
 //! attempt and reschedules on the retry schedule.
 //!
+//! A pass records the attempts that ended since the last one and leases what is due for the
+//! endpoints' lanes, in one transaction, then starts the workers the lanes need (see
+//! [`crate::lanes`]: workers send a lane's deliveries one after another, without waiting for the
+//! database). Passes run when an attempt ends, when a write transaction of this process commits
+//! (it may have enqueued deliveries: [`Store::watch_commits`]), and every `poll_interval` for the
+//! deliveries that other nodes enqueue and for retries coming due.
+//!
 //! Invariants:
 //! - at least once: a delivery leaves `pending` only when its attempt is recorded under a lease
-//!   this node still holds; a crash before that leaves the lease to expire and the delivery to be
-//!   taken again (by any node);
+//!   this node still holds; a crash before that (the send or the recording) leaves the lease to
+//!   expire and the delivery to be taken again (by any node); a stopping dispatcher records what
+//!   ended and gives back the leases of what it had not sent;
 //! - the same `webhook-id` (the event ID) on every attempt;
 //! - isolation between receivers: at most `per_endpoint` deliveries of one endpoint are in flight
 //!   on this node, and at most `max_in_flight` in all, so a slow, failing or silent receiver
@@ -14,21 +22,22 @@
 //! - the URL passes the environment's egress policy at every attempt (the gate decides each one).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use portcullis_core::event::Event;
-use portcullis_core::ids::{EnvId, WebhookId};
+use portcullis_core::ids::{DeliveryId, EnvId, EventId, WebhookId};
 use portcullis_core::webhook::{Attempt, Delivery, WebhookEndpoint, response_snippet};
 use portcullis_core::{IdGen, Timestamp};
 use portcullis_crypto::{MasterKey, SystemRandom};
 use portcullis_egress::gate::{Method, Request};
 use portcullis_egress::{EgressContext, EgressError, EgressGate, Purpose};
-use portcullis_store::{AttemptOutcome, Store, StoreError};
-use tokio::sync::watch;
+use portcullis_store::{AttemptOutcome, Lease, LeasedAttempt, Recorded, Store, StoreError};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::lanes::{Job, Lanes, Limits, Work, Worker};
 use crate::schedule::RetrySchedule;
 use crate::signing;
 
@@ -48,6 +57,9 @@ pub struct DispatcherConfig {
     pub node: String,
     /// How long a lease lasts; must exceed the gate's request timeout.
     pub lease: Duration,
+    /// The gate's request timeout: a delivery queued for a worker is sent only while its lease
+    /// has more than this left (or half the lease, if that is shorter).
+    pub request_timeout: Duration,
     pub per_endpoint: usize,
     pub max_in_flight: usize,
     /// How often to look for due deliveries when idle.
@@ -60,6 +72,7 @@ impl Default for DispatcherConfig {
         Self {
             node: "node".into(),
             lease: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
             per_endpoint: 4,
             max_in_flight: 64,
             poll_interval: Duration::from_millis(250),
@@ -103,52 +116,34 @@ pub struct PassReport {
     pub failed: usize,
 }
 
-#[derive(Default)]
-struct InFlight {
-    per_endpoint: HashMap<WebhookId, usize>,
-    total: usize,
-}
+/// The shortest time between two passes woken by commits: commits come in bursts (this
+/// dispatcher's own among them), and one pass serves a burst.
+const COMMIT_WAKE_GAP: Duration = Duration::from_millis(1);
 
-/// Gives back an in-flight slot when a delivery task ends, however it ends.
-struct Slot {
-    book: Arc<Mutex<InFlight>>,
-    endpoint: WebhookId,
-}
+/// How long a stopping dispatcher waits for the attempts in flight.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut b) = self.book.lock() {
-            b.total = b.total.saturating_sub(1);
-            if let Some(n) = b.per_endpoint.get_mut(&self.endpoint) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    b.per_endpoint.remove(&self.endpoint);
-                }
-            }
-        }
-    }
-}
-
-/// Cheap to clone; clones share the in-flight book.
+/// Cheap to clone; clones share the lanes.
 #[derive(Clone)]
 pub struct Dispatcher {
     deps: Arc<dyn Deps>,
     config: Arc<DispatcherConfig>,
-    book: Arc<Mutex<InFlight>>,
+    lanes: Lanes,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    Ok,
-    Failed,
-}
+type Ended = mpsc::UnboundedSender<LeasedAttempt>;
 
 impl Dispatcher {
     pub fn new(deps: Arc<dyn Deps>, config: DispatcherConfig) -> Self {
+        let lanes = Lanes::new(Limits {
+            per_endpoint: config.per_endpoint,
+            max_in_flight: config.max_in_flight,
+            send_margin: config.request_timeout.min(config.lease / 2),
+        });
         Self {
             deps,
             config: Arc::new(config),
-            book: Arc::new(Mutex::new(InFlight::default())),
+            lanes,
         }
     }
 
@@ -156,70 +151,95 @@ impl Dispatcher {
         &self.config
     }
 
-    fn free_slots(&self, endpoint: &WebhookId) -> usize {
-        self.book.lock().map_or(0, |b| {
-            let mine = b.per_endpoint.get(endpoint).copied().unwrap_or(0);
-            self.config
-                .per_endpoint
-                .saturating_sub(mine)
-                .min(self.config.max_in_flight.saturating_sub(b.total))
-        })
-    }
-
-    fn take_slot(&self, endpoint: &WebhookId) -> Slot {
-        if let Ok(mut b) = self.book.lock() {
-            b.total += 1;
-            *b.per_endpoint.entry(endpoint.clone()).or_default() += 1;
-        }
-        Slot {
-            book: self.book.clone(),
-            endpoint: endpoint.clone(),
-        }
-    }
-
-    /// Leases what is due and starts sending it on `tasks`; returns how many were leased.
-    async fn start_due(&self, tasks: &mut JoinSet<Sent>) -> Result<usize, StoreError> {
+    /// One pass: records the attempts of `ended` and leases what the lanes of the due endpoints
+    /// want, in one transaction, then queues the leased deliveries and starts workers. Returns
+    /// how many were leased. `ended` is empty afterwards: recorded, or (on an error) left to its
+    /// leases.
+    async fn pass(
+        &self,
+        workers: &mut JoinSet<()>,
+        out: &Ended,
+        ended: &mut Vec<LeasedAttempt>,
+    ) -> Result<usize, StoreError> {
         let store = self.deps.store();
         let now = self.deps.now();
         let until = Timestamp(
             now.millis()
                 .saturating_add(i64::try_from(self.config.lease.as_millis()).unwrap_or(60_000)),
         );
-        let mut contexts: HashMap<EnvId, Result<Arc<EgressContext>, String>> = HashMap::new();
-        let mut leased = 0;
-        for endpoint in store.due_webhook_endpoints(now, 500).await? {
-            let free = self.free_slots(&endpoint.id);
-            if free == 0 {
-                continue;
+        let due = store.due_webhook_endpoints(now, 500).await?;
+        let ids: Vec<&WebhookId> = due.iter().map(|e| &e.id).collect();
+        let wants = self.lanes.wants(&ids);
+        let asks: Vec<(&WebhookId, u32)> = ids
+            .iter()
+            .zip(&wants)
+            .filter(|(_, n)| **n > 0)
+            .map(|(id, n)| (*id, u32::try_from(*n).unwrap_or(u32::MAX)))
+            .collect();
+        if asks.is_empty() && ended.is_empty() {
+            self.start_workers(workers, out, now);
+            return Ok(0);
+        }
+        let batch = std::mem::take(ended);
+        let owner = format!(
+            "{}/{}",
+            self.config.node,
+            IdGen {
+                random: &SystemRandom
             }
-            let lease = format!(
-                "{}/{}",
-                self.config.node,
-                IdGen {
-                    random: &SystemRandom
-                }
-                .ulid(now)
-            );
-            let batch = store
-                .lease_deliveries(
-                    &endpoint.id,
-                    &lease,
-                    now,
-                    until,
-                    u32::try_from(free).unwrap_or(1),
-                )
+            .ulid(now)
+        );
+        let lease = Lease {
+            owner: &owner,
+            now,
+            until,
+        };
+        let (recorded, leased) = store.record_and_lease(&batch, &asks, &lease).await?;
+        log_recorded(&recorded);
+        let n = leased.len();
+        if n > 0 {
+            self.queue(due, leased, Arc::from(owner), until, now)
                 .await?;
-            if batch.is_empty() {
+        }
+        self.start_workers(workers, out, now);
+        Ok(n)
+    }
+
+    /// Puts leased deliveries in their endpoints' lanes, with their events and egress contexts.
+    async fn queue(
+        &self,
+        due: Vec<WebhookEndpoint>,
+        leased: Vec<Delivery>,
+        owner: Arc<str>,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut ids: Vec<&EventId> = leased.iter().map(|d| &d.event_id).collect();
+        ids.sort();
+        ids.dedup();
+        let events: HashMap<String, Arc<Event>> = self
+            .deps
+            .store()
+            .events_by_id(&ids)
+            .await?
+            .into_iter()
+            .map(|e| (e.id.as_str().to_owned(), Arc::new(e)))
+            .collect();
+        let mut jobs: HashMap<WebhookId, Vec<Job>> = HashMap::new();
+        for d in leased {
+            let event = events.get(d.event_id.as_str()).cloned();
+            jobs.entry(d.endpoint_id.clone()).or_default().push(Job {
+                delivery: d,
+                event,
+                lease: owner.clone(),
+                until,
+            });
+        }
+        let mut contexts: HashMap<EnvId, Result<Arc<EgressContext>, String>> = HashMap::new();
+        for endpoint in due {
+            let Some(jobs) = jobs.remove(&endpoint.id) else {
                 continue;
-            }
-            leased += batch.len();
-            let ids: Vec<_> = batch.iter().map(|d| &d.event_id).collect();
-            let events: HashMap<String, Event> = store
-                .events_by_id(&ids)
-                .await?
-                .into_iter()
-                .map(|e| (e.id.as_str().to_owned(), e))
-                .collect();
+            };
             let ctx = match contexts.get(&endpoint.env_id) {
                 Some(c) => c.clone(),
                 None => {
@@ -232,30 +252,45 @@ impl Dispatcher {
                     c
                 }
             };
-            let endpoint = Arc::new(endpoint);
-            for d in batch {
-                let slot = self.take_slot(&endpoint.id);
-                let event = events.get(d.event_id.as_str()).cloned();
-                let (me, endpoint, ctx, lease) =
-                    (self.clone(), endpoint.clone(), ctx.clone(), lease.clone());
-                tasks.spawn(async move {
-                    let _slot = slot;
-                    me.attempt(&endpoint, ctx, d, event, &lease).await
-                });
-            }
+            self.lanes.push(Arc::new(endpoint), ctx, jobs, now);
         }
-        Ok(leased)
+        Ok(())
     }
 
-    /// One attempt of one leased delivery, recorded.
+    fn start_workers(&self, workers: &mut JoinSet<()>, out: &Ended, now: Timestamp) {
+        for w in self.lanes.hire(now) {
+            let (me, out) = (self.clone(), out.clone());
+            workers.spawn(me.work(w, out));
+        }
+    }
+
+    /// A worker: sends its lane's deliveries one after another and hands each ended attempt to
+    /// the loop. It takes its next delivery (or gives its slot back) before handing the last
+    /// one over, so that the pass this wakes sees the slot free.
+    async fn work(self, mut w: Worker, out: Ended) {
+        let mut next = w.next(self.deps.now());
+        while let Some(Work { endpoint, ctx, job }) = next {
+            let started = Instant::now();
+            let ended = self
+                .attempt(&endpoint, ctx, job.delivery, job.event, &job.lease)
+                .await;
+            w.observed(started.elapsed());
+            next = w.next(self.deps.now());
+            if out.send(ended).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One attempt of one leased delivery, to be recorded with the next batch.
     async fn attempt(
         &self,
         endpoint: &WebhookEndpoint,
         ctx: Result<Arc<EgressContext>, String>,
         d: Delivery,
-        event: Option<Event>,
+        event: Option<Arc<Event>>,
         lease: &str,
-    ) -> Sent {
+    ) -> LeasedAttempt {
         let started_at = self.deps.now();
         let started = Instant::now();
         let result = self.send(endpoint, ctx, &d, event, started_at).await;
@@ -306,25 +341,12 @@ impl Dispatcher {
         metrics::counter!("portcullis_webhook_attempts_total", "outcome" => label).increment(1);
         metrics::histogram!("portcullis_webhook_attempt_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        match self
-            .deps
-            .store()
-            .record_attempt(lease, &attempt, outcome, now)
-            .await
-        {
-            Ok(r) if !r.lease_held => {
-                tracing::info!(delivery = %d.id, "lease expired during the attempt; another node holds the delivery")
-            }
-            Ok(r) if r.endpoint_failing => {
-                tracing::warn!(endpoint = %endpoint.id, "webhook endpoint marked failing")
-            }
-            Ok(_) => {}
-            // The lease will expire and the delivery be attempted again: at least once.
-            Err(e) => {
-                tracing::warn!(delivery = %d.id, error = %e, "could not record a delivery attempt")
-            }
+        LeasedAttempt {
+            lease: lease.to_owned(),
+            endpoint_id: endpoint.id.clone(),
+            attempt,
+            outcome,
         }
-        if succeeded { Sent::Ok } else { Sent::Failed }
     }
 
     /// Builds and sends the request; the receiver's status and body, or why there is none.
@@ -333,7 +355,7 @@ impl Dispatcher {
         endpoint: &WebhookEndpoint,
         ctx: Result<Arc<EgressContext>, String>,
         d: &Delivery,
-        event: Option<Event>,
+        event: Option<Arc<Event>>,
         now: Timestamp,
     ) -> Result<(u16, Vec<u8>), String> {
         let ctx = ctx.map_err(|e| format!("egress policy unavailable: {e}"))?;
@@ -375,45 +397,107 @@ impl Dispatcher {
         }
     }
 
-    /// One pass for tests and tools: lease what is due now, send it, wait for every attempt.
+    /// Records a batch of ended attempts in one transaction. On failure the batch is dropped:
+    /// its leases expire and its deliveries are attempted again (at least once).
+    async fn record(&self, ended: &mut Vec<LeasedAttempt>) -> Result<(), StoreError> {
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(ended);
+        let now = self.deps.now();
+        log_recorded(&self.deps.store().record_attempts(&batch, now).await?);
+        Ok(())
+    }
+
+    async fn record_or_log(&self, ended: &mut Vec<LeasedAttempt>) {
+        let n = ended.len();
+        if let Err(e) = self.record(ended).await {
+            tracing::warn!(attempts = n, error = %e, "could not record delivery attempts; they will be made again when their leases expire");
+        }
+    }
+
+    /// One pass for tests and tools: lease what is due now, send all of it, and record every
+    /// attempt.
     pub async fn run_once(&self) -> Result<PassReport, StoreError> {
-        let mut tasks = JoinSet::new();
-        let leased = self.start_due(&mut tasks).await?;
+        let (out, mut results) = mpsc::unbounded_channel();
+        let mut workers = JoinSet::new();
+        let leased = self.pass(&mut workers, &out, &mut Vec::new()).await?;
+        loop {
+            while workers.join_next().await.is_some() {}
+            // A worker that gave its slot to another lane may leave deliveries queued.
+            self.start_workers(&mut workers, &out, self.deps.now());
+            if workers.is_empty() {
+                break;
+            }
+        }
+        drop(out);
         let mut report = PassReport {
             leased,
             ..PassReport::default()
         };
-        while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(Sent::Ok) => report.succeeded += 1,
-                _ => report.failed += 1,
+        let mut ended = Vec::with_capacity(leased);
+        while let Some(a) = results.recv().await {
+            if a.attempt.succeeded {
+                report.succeeded += 1;
+            } else {
+                report.failed += 1;
             }
+            ended.push(a);
         }
+        report.failed += leased.saturating_sub(ended.len());
+        self.record(&mut ended).await?;
         Ok(report)
     }
 
-    /// Passes until `stop` turns true: a new pass starts every `poll_interval`, and sooner when
-    /// an attempt ends, without waiting for the slow ones. On stop, attempts in flight get a few
-    /// seconds to finish; the rest are abandoned to their leases.
+    /// Passes until `stop` turns true (see the module comment for when a pass runs), without
+    /// waiting for slow attempts. On stop, attempts in flight get a few seconds to finish and are
+    /// recorded, and queued deliveries are given back; the rest is left to its leases.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut tasks: JoinSet<Sent> = JoinSet::new();
+        let (out, mut results) = mpsc::unbounded_channel();
+        let mut workers: JoinSet<()> = JoinSet::new();
+        let mut commits = self.deps.store().watch_commits();
+        let mut ended: Vec<LeasedAttempt> = Vec::new();
         loop {
-            if let Err(e) = self.start_due(&mut tasks).await {
-                tracing::warn!(error = %e, "webhook dispatcher pass failed; will retry");
+            while let Ok(a) = results.try_recv() {
+                ended.push(a);
+            }
+            while workers.try_join_next().is_some() {}
+            // Commits from here on (this pass's own included) wake the next pass.
+            commits.borrow_and_update();
+            let pass = tokio::time::Instant::now();
+            let recording = ended.len();
+            if let Err(e) = self.pass(&mut workers, &out, &mut ended).await {
+                tracing::warn!(error = %e, attempts = recording, "webhook dispatcher pass failed; its attempts will be made again when their leases expire");
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = stop.changed() => break,
+                Some(a) = results.recv() => ended.push(a),
+                Ok(()) = commits.changed() => {
+                    tokio::time::sleep_until(pass + COMMIT_WAKE_GAP).await;
+                }
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
             }
-            while tasks.try_join_next().is_some() {}
         }
-        let drain = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain)
-            .await
-            .is_err()
-        {
-            tasks.abort_all();
+        let queued = self.lanes.stop();
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, workers.join_next()).await {}
+        workers.abort_all();
+        while let Ok(a) = results.try_recv() {
+            ended.push(a);
         }
+        self.record_or_log(&mut ended).await;
+        let queued: Vec<(&str, &DeliveryId)> = queued.iter().map(|(l, d)| (&**l, d)).collect();
+        if let Err(e) = self.deps.store().release_leases(&queued).await {
+            tracing::warn!(deliveries = queued.len(), error = %e, "could not give back the leases of queued deliveries; they will be taken again when the leases expire");
+        }
+    }
+}
+
+fn log_recorded(r: &Recorded) {
+    for d in &r.lease_lost {
+        tracing::info!(delivery = %d, "lease expired during the attempt; another node holds the delivery");
+    }
+    for e in &r.endpoints_failing {
+        tracing::warn!(endpoint = %e, "webhook endpoint marked failing");
     }
 }

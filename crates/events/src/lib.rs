@@ -8,6 +8,7 @@
 pub mod catalogue;
 pub mod dispatcher;
 pub mod export;
+mod lanes;
 pub mod schedule;
 pub mod signing;
 

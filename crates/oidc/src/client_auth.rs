@@ -3,8 +3,8 @@
 //!
 //! Rules:
 //! - a request uses exactly one method; the one the client registered, no other;
-//! - secrets are compared by digest in constant time, against the current secret and, until its
-//!   overlap window ends, the previous one;
+//! - secrets are compared by digest in constant time, against the current secret (refused from
+//!   its `secret_expires_at` on) and, until its overlap window ends, the previous one;
 //! - a client assertion is a JWS by a key in the client's inline JWKS (never fetched), with
 //!   `iss` = `sub` = client ID, `aud` naming our token endpoint or issuer, an `exp` in the future
 //!   and at most 10 minutes away, and a `jti` never seen before for this client;
@@ -17,6 +17,7 @@ use portcullis_core::Secret;
 use portcullis_core::ids::{ClientId, PrefixedId};
 use std::sync::Arc;
 
+use portcullis_core::credential::{client_jwk_reference, client_secret_reference};
 use portcullis_core::oauth::{AuthMethod, Client};
 use portcullis_crypto::secrets::constant_time_eq;
 use serde_json::Value;
@@ -56,6 +57,9 @@ pub fn parse_basic(header: &str) -> Result<Option<(String, Secret)>, OAuthError>
 }
 
 fn form_decode(s: &str) -> Option<String> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Some(s.to_owned());
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -88,20 +92,48 @@ async fn load(ctx: &Ctx<'_>, id: &str) -> Result<Arc<Client>, OAuthError> {
     }
 }
 
-fn secret_matches(ctx: &Ctx<'_>, client: &Client, secret: &Secret) -> bool {
+/// Checks `secret` against the client's current secret (refused from its expiry on) and, until
+/// its overlap window ends, the previous one; records the use of the one that matched.
+async fn check_secret(
+    ctx: &Ctx<'_>,
+    client: Arc<Client>,
+    secret: &Secret,
+) -> Result<Arc<Client>, OAuthError> {
     let digest = portcullis_crypto::secret_digest(secret);
-    let current = client
-        .secret_digest
-        .as_deref()
-        .is_some_and(|d| constant_time_eq(d.as_bytes(), digest.as_bytes()));
-    let previous = client
-        .previous_secret_digest
-        .as_deref()
-        .is_some_and(|d| constant_time_eq(d.as_bytes(), digest.as_bytes()))
+    let is = |d: Option<&str>| d.is_some_and(|d| constant_time_eq(d.as_bytes(), digest.as_bytes()));
+    let current = is(client.secret_digest.as_deref());
+    let previous = is(client.previous_secret_digest.as_deref())
         && client
             .previous_secret_expires_at
             .is_some_and(|t| ctx.now < t);
-    current || previous
+    if current && client.secret_expires_at.is_some_and(|t| ctx.now >= t) {
+        // Only the holder of the secret learns this: anyone else gets the generic failure.
+        return Err(OAuthError::client(
+            "client authentication failed: the client secret has expired",
+        ));
+    }
+    if !(current || previous) {
+        return Err(OAuthError::client("client authentication failed"));
+    }
+    note_use(
+        ctx,
+        &client,
+        &client_secret_reference(client.id.as_str(), &digest),
+    )
+    .await;
+    Ok(client)
+}
+
+/// Records a successful use for the credential inventory. Never fails the authentication: a
+/// missed last-use time is better than a refused client.
+async fn note_use(ctx: &Ctx<'_>, client: &Client, reference: &str) {
+    if let Err(e) = ctx
+        .store
+        .note_credential_use(&ctx.env.id, client.id.as_str(), reference, ctx.now)
+        .await
+    {
+        tracing::warn!(error = %e, client = %client.id, "could not record a credential use");
+    }
 }
 
 /// Authenticates the client of a request.
@@ -132,11 +164,7 @@ pub async fn authenticate(ctx: &Ctx<'_>, creds: &Credentials) -> Result<Arc<Clie
         if client.auth_method != AuthMethod::ClientSecretBasic {
             return Err(wrong_method(&client));
         }
-        return if secret_matches(ctx, &client, secret) {
-            Ok(client)
-        } else {
-            Err(OAuthError::client("client authentication failed"))
-        };
+        return check_secret(ctx, client, secret).await;
     }
     if let Some(secret) = &creds.client_secret {
         let id = creds
@@ -147,11 +175,7 @@ pub async fn authenticate(ctx: &Ctx<'_>, creds: &Credentials) -> Result<Arc<Clie
         if client.auth_method != AuthMethod::ClientSecretPost {
             return Err(wrong_method(&client));
         }
-        return if secret_matches(ctx, &client, secret) {
-            Ok(client)
-        } else {
-            Err(OAuthError::client("client authentication failed"))
-        };
+        return check_secret(ctx, client, secret).await;
     }
     if let Some(assertion) = &creds.assertion {
         if creds.assertion_type.as_deref() != Some(JWT_BEARER_ASSERTION) {
@@ -211,9 +235,9 @@ async fn verify_assertion(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let claims = keys
+    let (key, claims) = keys
         .iter()
-        .find_map(|k| portcullis_crypto::jws::verify_with_key(k, assertion).map(|(_, c)| c))
+        .find_map(|k| portcullis_crypto::jws::verify_with_key(k, assertion).map(|(_, c)| (k, c)))
         .ok_or_else(|| {
             fail("the signature does not verify with any key registered for this client")
         })?;
@@ -270,6 +294,9 @@ async fn verify_assertion(
         .await?
     {
         return Err(fail("its jti was already used (replay)"));
+    }
+    if let Some(kid) = key.get("kid").and_then(Value::as_str) {
+        note_use(ctx, &client, &client_jwk_reference(client.id.as_str(), kid)).await;
     }
     Ok(client)
 }

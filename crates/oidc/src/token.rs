@@ -41,6 +41,20 @@ pub struct TokenResponse {
     pub issued_token_type: Option<&'static str>,
 }
 
+impl TokenResponse {
+    /// The JSON body (RFC 6749 §5.1), written into a buffer sized for the tokens it carries.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let tokens = [&self.refresh_token, &self.id_token]
+            .iter()
+            .filter_map(|t| t.as_ref().map(String::len))
+            .sum::<usize>();
+        let scope = self.scope.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(self.access_token.len() + tokens + scope + 160);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
+    }
+}
+
 /// A token request: its form parameters (each at most once) and its client credentials.
 pub struct TokenRequest {
     pub params: HashMap<String, String>,

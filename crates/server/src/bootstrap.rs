@@ -230,6 +230,7 @@ impl Bootstrap {
                 lifetime_seconds: config.key_lifetime_days * 86_400,
                 grace_seconds: config.key_grace_days * 86_400,
             },
+            credential_policy: config.credential_policy(),
             max_body_bytes: config.max_body_bytes,
             metrics: metrics_handle(),
             passwords: portcullis_oidc::password::Passwords::new(
@@ -312,6 +313,7 @@ async fn first_admin_key(
         env_id: None,
         name: "bootstrap".into(),
         digest: secret_digest(&secret),
+        expires_at: None,
     };
     app.store
         .create_api_key("bootstrap", now, new)
@@ -417,6 +419,7 @@ async fn demo_environment(app: &App, data_dir: &Path) -> Result<String, Bootstra
             lifetimes: portcullis_core::oauth::TokenLifetimes::default(),
             secret_digest: None,
             secret_created_at: None,
+            secret_expires_at: None,
             previous_secret_digest: None,
             previous_secret_expires_at: None,
             created_at: now,

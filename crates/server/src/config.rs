@@ -31,6 +31,7 @@ pub struct Config {
     pub log_format: String,
     pub log_level: String,
     pub key_check_interval_seconds: u64,
+    pub audit_checkpoint_interval_seconds: u64,
     pub key_lifetime_days: i64,
     pub key_grace_days: i64,
     pub max_body_bytes: usize,
@@ -47,6 +48,12 @@ pub struct Config {
     pub webhook_retry_max_delay_seconds: i64,
     pub webhook_retry_max_attempts: u32,
     pub webhook_retry_jitter_percent: u32,
+    pub client_secret_rotation_days: u32,
+    pub private_key_jwt_rotation_days: u32,
+    pub environment_api_key_rotation_days: u32,
+    pub admin_api_key_rotation_days: u32,
+    pub webhook_secret_rotation_days: u32,
+    pub credential_sweep_interval_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -179,6 +186,17 @@ impl Config {
         }
     }
 
+    /// When each kind of machine credential is due for rotation.
+    pub fn credential_policy(&self) -> portcullis_core::credential::RotationPolicy {
+        portcullis_core::credential::RotationPolicy {
+            client_secret_days: self.client_secret_rotation_days,
+            private_key_jwt_days: self.private_key_jwt_rotation_days,
+            environment_api_key_days: self.environment_api_key_rotation_days,
+            admin_api_key_days: self.admin_api_key_rotation_days,
+            webhook_secret_days: self.webhook_secret_rotation_days,
+        }
+    }
+
     pub fn master_key_path(&self) -> PathBuf {
         if self.master_key_file.is_empty() {
             self.data_dir.join("master.key")
@@ -194,6 +212,7 @@ impl Config {
 const RANGES: &[(&str, i64, i64)] = &[
     ("max_connections", 1, 10_000),
     ("key_check_interval_seconds", 1, 31_536_000),
+    ("audit_checkpoint_interval_seconds", 1, 86_400),
     ("key_lifetime_days", 1, 3650),
     ("key_grace_days", 0, 3650),
     ("max_body_bytes", 1024, 1 << 30),
@@ -205,6 +224,12 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("webhook_retry_max_delay_seconds", 1, 2_592_000),
     ("webhook_retry_max_attempts", 1, 100),
     ("webhook_retry_jitter_percent", 0, 50),
+    ("client_secret_rotation_days", 0, 3650),
+    ("private_key_jwt_rotation_days", 0, 3650),
+    ("environment_api_key_rotation_days", 0, 3650),
+    ("admin_api_key_rotation_days", 0, 3650),
+    ("webhook_secret_rotation_days", 0, 3650),
+    ("credential_sweep_interval_seconds", 1, 86_400),
 ];
 
 fn check_ranges(table: &toml::Table) -> Result<(), ConfigError> {

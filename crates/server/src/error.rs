@@ -90,6 +90,17 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::checkpoints::CheckpointError> for ApiError {
+    fn from(e: crate::checkpoints::CheckpointError) -> Self {
+        use crate::checkpoints::CheckpointError as E;
+        match e {
+            E::Store(e) => e.into(),
+            E::Broken(_) => Self::new(StatusCode::CONFLICT, "audit_chain_broken", e.to_string()),
+            E::Keys(_) | E::Sign(_) => Self::internal("audit checkpoint", e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {

@@ -148,12 +148,16 @@ async fn authorize(app: &App, parts: &Parts, env: &Environment) -> ApiResult<()>
     let secret = crate::extract::bearer(parts).ok_or_else(|| {
         ApiError::unauthorized("send an environment API key as Authorization: Bearer")
     })?;
+    let now = app.now();
     let key = app
         .store
-        .api_key_by_digest(&portcullis_crypto::secret_digest(&secret), app.now())
+        .api_key_by_digest(&portcullis_crypto::secret_digest(&secret), now)
         .await?
         .filter(|k| k.revoked_at.is_none())
         .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
+    if key.is_expired(now) {
+        return Err(ApiError::unauthorized("the API key has expired"));
+    }
     match key.kind {
         ApiKeyKind::Environment | ApiKeyKind::Admin if key.can_access(&env.id) => Ok(()),
         // A key of another environment learns nothing about this one.

@@ -155,7 +155,14 @@ impl FromRequestParts<App> for Admin {
             .api_key_by_digest(&portcullis_crypto::secret_digest(&secret), now)
             .await?
             .ok_or_else(|| ApiError::unauthorized("the admin key is not valid"))?;
-        if key.revoked_at.is_some() {
+        let refused = if key.revoked_at.is_some() {
+            Some(("api_key.use_revoked", "the admin key was revoked"))
+        } else if key.is_expired(now) {
+            Some(("api_key.use_expired", "the admin key has expired"))
+        } else {
+            None
+        };
+        if let Some((action, message)) = refused {
             let chain = key
                 .env_id
                 .as_ref()
@@ -163,15 +170,15 @@ impl FromRequestParts<App> for Admin {
                 .to_owned();
             let audit = NewAudit {
                 actor: format!("admin_key:{}", key.id),
-                action: "api_key.use_revoked".into(),
+                action: action.into(),
                 target: key.id.to_string(),
                 outcome: Outcome::Failure,
                 detail: serde_json::json!({ "path": parts.uri.path() }),
             };
             if let Err(e) = app.store.record_audit(&chain, now, audit).await {
-                tracing::warn!(error = %e, "could not audit the use of a revoked key");
+                tracing::warn!(error = %e, "could not audit the use of a refused key");
             }
-            return Err(ApiError::unauthorized("the admin key was revoked"));
+            return Err(ApiError::unauthorized(message));
         }
         if key.kind != ApiKeyKind::Admin {
             return Err(ApiError::forbidden(

@@ -141,7 +141,7 @@ impl KeyRing {
         self.cache.read().ok().and_then(|c| c.get(env).cloned())
     }
 
-    fn forget(&self, env: &EnvId) {
+    pub(crate) fn forget(&self, env: &EnvId) {
         if let Ok(mut c) = self.cache.write() {
             c.remove(env);
         }

@@ -5,7 +5,10 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod checkpoints;
 pub mod config;
+pub mod credentials;
+pub mod declarative;
 pub mod egress;
 pub mod error;
 pub mod events_api;
@@ -39,6 +42,8 @@ pub struct AppInner {
     pub keys: KeyRing,
     pub public_url: String,
     pub key_policy_defaults: portcullis_core::model::KeyPolicy,
+    /// When each kind of machine credential is due for rotation (`credentials report`).
+    pub credential_policy: portcullis_core::credential::RotationPolicy,
     pub max_body_bytes: usize,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Argon2id hashing and verification, bounded to the number of cores.
@@ -48,9 +53,10 @@ pub struct AppInner {
     pub address_limiter: portcullis_oidc::ratelimit::Limiter,
     /// The only outbound HTTP client.
     pub egress: portcullis_egress::EgressGate,
-    /// Environments by slug, for the per-request lookups of the protocol endpoints.
+    /// Environments by slug, for the per-request lookups of the protocol endpoints; shared, so
+    /// that a hit costs a reference count rather than a copy of every string in the record.
     pub env_cache: std::sync::RwLock<
-        std::collections::HashMap<String, (portcullis_core::model::Environment, Timestamp)>,
+        std::collections::HashMap<String, (Arc<portcullis_core::model::Environment>, Timestamp)>,
     >,
 }
 
@@ -77,7 +83,7 @@ impl App {
         &self,
         slug: &str,
         now: Timestamp,
-    ) -> Result<portcullis_core::model::Environment, portcullis_store::StoreError> {
+    ) -> Result<Arc<portcullis_core::model::Environment>, portcullis_store::StoreError> {
         if let Some((env, at)) = self
             .env_cache
             .read()
@@ -96,7 +102,7 @@ impl App {
                 "environment {slug}"
             )));
         }
-        let env = self.store.find_environment(slug).await?;
+        let env = Arc::new(self.store.find_environment(slug).await?);
         if let Ok(mut c) = self.env_cache.write() {
             if c.len() > 10_000 {
                 c.clear();

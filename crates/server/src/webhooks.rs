@@ -46,6 +46,7 @@ pub fn dispatcher_config(config: &Config) -> DispatcherConfig {
             config.node_name.clone()
         },
         lease: Duration::from_secs(config.webhook_lease_seconds),
+        request_timeout: Duration::from_secs(config.egress_timeout_seconds),
         per_endpoint: config.webhook_per_endpoint_in_flight,
         max_in_flight: config.webhook_max_in_flight,
         poll_interval: Duration::from_millis(config.webhook_poll_interval_ms),

@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::log::append_audit;
-use crate::{Result, Store, StoreError};
+use crate::{Conn, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
@@ -18,15 +18,18 @@ pub struct NewApiKey {
     pub env_id: Option<EnvId>,
     pub name: String,
     pub digest: String,
+    /// Refused from then on; `None`: no expiry.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// `last_used_at` is written at most this often per key, so that authenticating a request is a
 /// read, not a write, on the hot path.
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
-const COLUMNS: &str = "id, kind, env_id, name, created_at, last_used_at, revoked_at";
+pub(crate) const COLUMNS: &str =
+    "id, kind, env_id, name, created_at, last_used_at, revoked_at, expires_at, replaced_by";
 
-fn key_from_row(r: &AnyRow) -> Result<ApiKey> {
+pub(crate) fn key_from_row(r: &AnyRow) -> Result<ApiKey> {
     let kind: String = r.try_get("kind")?;
     Ok(ApiKey {
         id: ApiKeyId::from_stored(r.try_get("id")?),
@@ -39,11 +42,46 @@ fn key_from_row(r: &AnyRow) -> Result<ApiKey> {
         created_at: Timestamp(r.try_get("created_at")?),
         last_used_at: r.try_get::<Option<i64>, _>("last_used_at")?.map(Timestamp),
         revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
+        expires_at: r.try_get::<Option<i64>, _>("expires_at")?.map(Timestamp),
+        replaced_by: r
+            .try_get::<Option<String>, _>("replaced_by")?
+            .map(ApiKeyId::from_stored),
     })
 }
 
-fn chain_of(env: Option<&EnvId>) -> &str {
+pub(crate) fn chain_of(env: Option<&EnvId>) -> &str {
     env.map_or(GLOBAL_CHAIN, |e| e.as_str())
+}
+
+pub(crate) async fn insert_api_key(
+    conn: &mut Conn,
+    now: Timestamp,
+    new: NewApiKey,
+) -> Result<ApiKey> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, kind, env_id, name, digest, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new.id.as_str())
+    .bind(new.kind.as_str())
+    .bind(new.env_id.as_ref().map(|e| e.as_str().to_owned()))
+    .bind(&new.name)
+    .bind(&new.digest)
+    .bind(now.millis())
+    .bind(new.expires_at.map(Timestamp::millis))
+    .execute(&mut *conn)
+    .await?;
+    Ok(ApiKey {
+        id: new.id,
+        kind: new.kind,
+        env_id: new.env_id,
+        name: new.name,
+        created_at: now,
+        last_used_at: None,
+        revoked_at: None,
+        expires_at: new.expires_at,
+        replaced_by: None,
+    })
 }
 
 impl Store {
@@ -54,25 +92,11 @@ impl Store {
         new: NewApiKey,
     ) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO api_keys (id, kind, env_id, name, digest, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(new.id.as_str())
-            .bind(new.kind.as_str())
-            .bind(new.env_id.as_ref().map(|e| e.as_str().to_owned()))
-            .bind(&new.name)
-            .bind(&new.digest)
-            .bind(now.millis())
-            .execute(&mut *tx)
-            .await?;
-        let key = ApiKey {
-            id: new.id,
-            kind: new.kind,
-            env_id: new.env_id,
-            name: new.name,
-            created_at: now,
-            last_used_at: None,
-            revoked_at: None,
-        };
-        let detail = json!({ "kind": key.kind, "name": key.name, "environment_id": key.env_id });
+        let key = insert_api_key(&mut tx, now, new).await?;
+        let detail = json!({
+            "kind": key.kind, "name": key.name, "environment_id": key.env_id,
+            "expires_at": key.expires_at.map(Timestamp::to_rfc3339),
+        });
         append_audit(
             &mut tx,
             chain_of(key.env_id.as_ref()),
@@ -197,7 +221,7 @@ impl Store {
         let stale = key
             .last_used_at
             .is_none_or(|t| now.millis() - t.millis() >= LAST_USED_RESOLUTION_MS);
-        if key.revoked_at.is_none() && stale {
+        if key.revoked_at.is_none() && !key.is_expired(now) && stale {
             sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
                 .bind(key.id.as_str())
                 .bind(now.millis())

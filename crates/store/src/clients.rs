@@ -18,7 +18,7 @@ use crate::{Conn, Result, Store, StoreError};
 const COLUMNS: &str = "id, env_id, name, kind, auth_method, redirect_uris, post_logout_redirect_uris, grant_types, \
     scopes, jwks, exchange_audiences, exchange_scopes, access_token_ttl_seconds, id_token_ttl_seconds, \
     refresh_idle_ttl_seconds, refresh_absolute_ttl_seconds, secret_digest, secret_created_at, \
-    previous_secret_digest, previous_secret_expires_at, created_at, updated_at";
+    previous_secret_digest, previous_secret_expires_at, created_at, updated_at, secret_expires_at";
 
 fn json_col<T: serde::de::DeserializeOwned>(r: &AnyRow, col: &str) -> Result<T> {
     let s: String = r.try_get(col)?;
@@ -62,6 +62,9 @@ fn client_from_row(r: &AnyRow) -> Result<Client> {
         secret_created_at: r
             .try_get::<Option<i64>, _>("secret_created_at")?
             .map(Timestamp),
+        secret_expires_at: r
+            .try_get::<Option<i64>, _>("secret_expires_at")?
+            .map(Timestamp),
         previous_secret_digest: r.try_get("previous_secret_digest")?,
         previous_secret_expires_at: r
             .try_get::<Option<i64>, _>("previous_secret_expires_at")?
@@ -85,14 +88,15 @@ async fn write_client(conn: &mut Conn, c: &Client, insert: bool) -> Result<u64> 
     let j = |v: &dyn erased::Json| v.json();
     let sql = if insert {
         format!(
-            "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+            "INSERT INTO clients ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
         )
     } else {
         "UPDATE clients SET name = $3, kind = $4, auth_method = $5, redirect_uris = $6, post_logout_redirect_uris = $7, \
          grant_types = $8, scopes = $9, jwks = $10, exchange_audiences = $11, exchange_scopes = $12, \
          access_token_ttl_seconds = $13, id_token_ttl_seconds = $14, refresh_idle_ttl_seconds = $15, \
          refresh_absolute_ttl_seconds = $16, secret_digest = $17, secret_created_at = $18, previous_secret_digest = $19, \
-         previous_secret_expires_at = $20, created_at = $21, updated_at = $22 WHERE id = $1 AND env_id = $2"
+         previous_secret_expires_at = $20, created_at = $21, updated_at = $22, secret_expires_at = $23 \
+         WHERE id = $1 AND env_id = $2"
             .to_owned()
     };
     let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
@@ -123,6 +127,7 @@ async fn write_client(conn: &mut Conn, c: &Client, insert: bool) -> Result<u64> 
         .bind(c.previous_secret_expires_at.map(Timestamp::millis))
         .bind(c.created_at.millis())
         .bind(c.updated_at.millis())
+        .bind(c.secret_expires_at.map(Timestamp::millis))
         .execute(&mut *conn)
         .await?
         .rows_affected())
@@ -148,9 +153,11 @@ pub type ClientCache = std::sync::Arc<
 >;
 
 impl Store {
-    fn forget_client(&self, env: &EnvId, id: &ClientId) {
+    /// The cache is keyed by client ID alone (IDs are unique across environments, and the
+    /// environment is checked on every hit), so `_env` only names the call.
+    fn forget_client(&self, _env: &EnvId, id: &ClientId) {
         if let Ok(mut c) = self.client_cache.write() {
-            c.remove(&format!("{env}|{id}"));
+            c.remove(id.as_str());
         }
     }
 
@@ -162,12 +169,14 @@ impl Store {
         id: &ClientId,
         now: Timestamp,
     ) -> Result<std::sync::Arc<Client>> {
-        let key = format!("{env}|{id}");
+        // Looked up by `&str`, so a hit allocates no key; a client of another environment is a miss
+        // and goes to `get_client`, which refuses it.
         if let Some((c, at)) = self
             .client_cache
             .read()
             .ok()
-            .and_then(|m| m.get(&key).cloned())
+            .and_then(|m| m.get(id.as_str()).cloned())
+            && c.env_id == *env
             && (0..CLIENT_CACHE_MS).contains(&(now.millis() - at))
         {
             return Ok(c);
@@ -177,17 +186,30 @@ impl Store {
             if m.len() > 10_000 {
                 m.clear();
             }
-            m.insert(key, (c.clone(), now.millis()));
+            m.insert(id.as_str().to_owned(), (c.clone(), now.millis()));
         }
         Ok(c)
     }
 
     pub async fn create_client(&self, actor: &str, now: Timestamp, c: Client) -> Result<Client> {
         let mut tx = self.begin().await?;
-        write_client(&mut tx, &c, true).await?;
+        let r = self.create_client_in(&mut tx, actor, now, c).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Self::create_client`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn create_client_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        c: Client,
+    ) -> Result<Client> {
+        write_client(&mut *tx, &c, true).await?;
         let data = client_json(&c);
         append_event(
-            &mut tx,
+            &mut *tx,
             &c.env_id,
             now,
             NewEvent {
@@ -199,13 +221,12 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             c.env_id.as_str(),
             now,
             NewAudit::success(actor, "client.create", c.id.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
         Ok(c)
     }
 
@@ -251,6 +272,23 @@ impl Store {
         action: &str,
     ) -> Result<Client> {
         let mut tx = self.begin().await?;
+        let r = self
+            .update_client_in(&mut tx, actor, now, before, after, action)
+            .await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Self::update_client`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn update_client_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        before: &Client,
+        after: Client,
+        action: &str,
+    ) -> Result<Client> {
         let n = sqlx::query("SELECT updated_at FROM clients WHERE id = $1 AND env_id = $2")
             .bind(before.id.as_str())
             .bind(before.env_id.as_str())
@@ -264,7 +302,7 @@ impl Store {
                 "the client changed meanwhile; retry",
             ));
         }
-        write_client(&mut tx, &after, false).await?;
+        write_client(&mut *tx, &after, false).await?;
         self.forget_client(&after.env_id, &after.id);
         let kind = if action == "client.rotate_secret" {
             EventType::ClientSecretRotated
@@ -274,7 +312,7 @@ impl Store {
         let mut data = client_json(&after);
         data["previous_attributes"] = crate::log::previous_attributes(&client_json(before), &data);
         append_event(
-            &mut tx,
+            &mut *tx,
             &after.env_id,
             now,
             NewEvent {
@@ -286,13 +324,12 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             after.env_id.as_str(),
             now,
             NewAudit::success(actor, action, after.id.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
         Ok(after)
     }
 
@@ -303,9 +340,23 @@ impl Store {
         env: &EnvId,
         id: &ClientId,
     ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.delete_client_in(&mut tx, actor, now, env, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Self::delete_client`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn delete_client_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        env: &EnvId,
+        id: &ClientId,
+    ) -> Result<()> {
         let c = self.get_client(env, id).await?;
         self.forget_client(env, id);
-        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM clients WHERE env_id = $1 AND id = $2")
             .bind(env.as_str())
             .bind(id.as_str())
@@ -320,7 +371,7 @@ impl Store {
             .await?;
         let data = client_json(&c);
         append_event(
-            &mut tx,
+            &mut *tx,
             env,
             now,
             NewEvent {
@@ -332,13 +383,12 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             env.as_str(),
             now,
             NewAudit::success(actor, "client.delete", id.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::log::{append_audit, append_event};
-use crate::{Result, Store, StoreError};
+use crate::{Conn, Result, Store, StoreError};
 
 const COLUMNS: &str =
     "id, env_id, org_id, type, name, state, config, secrets, created_at, updated_at";
@@ -70,6 +70,19 @@ impl Store {
         c: Connection,
     ) -> Result<Connection> {
         let mut tx = self.begin().await?;
+        let r = self.create_connection_in(&mut tx, actor, now, c).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Self::create_connection`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn create_connection_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        c: Connection,
+    ) -> Result<Connection> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO connections ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
         )))
@@ -86,7 +99,7 @@ impl Store {
         .await?;
         let data = connection_json(&c);
         append_event(
-            &mut tx,
+            &mut *tx,
             &c.env_id,
             now,
             NewEvent {
@@ -98,14 +111,18 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             c.env_id.as_str(),
             now,
             NewAudit::success(actor, "connection.create", c.id.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
-        Ok(c)
+        // The row carries `now`, whatever times the caller set.
+        Ok(Connection {
+            created_at: now,
+            updated_at: now,
+            ..c
+        })
     }
 
     pub async fn get_connection(&self, env: &EnvId, id: &ConnectionId) -> Result<Connection> {
@@ -145,12 +162,29 @@ impl Store {
         after: Connection,
         change: ConnectionChange,
     ) -> Result<Connection> {
+        let mut tx = self.begin().await?;
+        let r = self
+            .update_connection_in(&mut tx, actor, now, before, after, change)
+            .await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Self::update_connection`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn update_connection_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        before: &Connection,
+        after: Connection,
+        change: ConnectionChange,
+    ) -> Result<Connection> {
         let ConnectionChange {
             kind,
             action,
             detail,
         } = change;
-        let mut tx = self.begin().await?;
         let n = sqlx::query(
             "UPDATE connections SET name = $3, state = $4, config = $5, secrets = $6, updated_at = $7 \
              WHERE env_id = $1 AND id = $2 AND updated_at = $8",
@@ -177,7 +211,7 @@ impl Store {
             crate::log::previous_attributes(&connection_json(before), &data);
         data["change"] = detail;
         append_event(
-            &mut tx,
+            &mut *tx,
             &after.env_id,
             now,
             NewEvent {
@@ -189,13 +223,12 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             after.env_id.as_str(),
             now,
             NewAudit::success(actor, action, after.id.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
         Ok(Connection {
             updated_at: now,
             ..after

@@ -8,7 +8,7 @@ use portcullis_core::ids::EnvId;
 use sqlx::Row;
 
 use crate::log::{append_audit, append_event};
-use crate::{Result, Store, StoreError};
+use crate::{Conn, Result, Store, StoreError};
 
 /// A stored policy: version 0 and an empty document when none was ever set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,13 +60,29 @@ impl Store {
         env: &EnvId,
         change: PolicyChange<'_>,
     ) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let r = self
+            .replace_egress_policy_in(&mut tx, actor, now, env, change)
+            .await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Self::replace_egress_policy`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn replace_egress_policy_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        env: &EnvId,
+        change: PolicyChange<'_>,
+    ) -> Result<i64> {
         let PolicyChange {
             expected_version,
             document,
             ca_bundle,
             diff,
         } = change;
-        let mut tx = self.begin().await?;
         let current: Option<i64> =
             sqlx::query_scalar("SELECT version FROM egress_policies WHERE env_id = $1")
                 .bind(env.as_str())
@@ -96,7 +112,7 @@ impl Store {
         .await?;
         let data = serde_json::json!({ "version": version, "diff": diff });
         append_event(
-            &mut tx,
+            &mut *tx,
             env,
             now,
             NewEvent {
@@ -108,13 +124,12 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             env.as_str(),
             now,
             NewAudit::success(actor, "egress_policy.replace", env.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
         Ok(version)
     }
 }

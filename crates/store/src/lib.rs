@@ -12,14 +12,19 @@
 //! together or not at all.
 
 mod api_keys;
+mod bundles;
+mod checkpoints;
 mod clients;
 mod connections;
+mod credential_rotation;
+mod credentials;
 mod egress;
 mod envs;
 mod grants;
 mod log;
 mod migrate;
 mod orgs;
+mod outbox;
 mod signing;
 mod users;
 mod webhooks;
@@ -33,16 +38,51 @@ use sqlx::{AnyPool, Executor};
 pub use api_keys::NewApiKey;
 pub use clients::{client_json, parse_grants};
 pub use connections::{ConnectionChange, connection_json};
+pub use credential_rotation::{Rotated, rotated_json};
 pub use egress::{PolicyChange, StoredPolicy};
 pub use envs::NewEnvironment;
 pub use grants::{Family, NewCode, Redeem, SessionRow};
 pub use log::{EventFilter, EventPage};
 pub use orgs::{NewOrganization, OrganizationPatch};
+pub use outbox::{AttemptOutcome, Lease, LeasedAttempt, Recorded};
 pub use signing::{NewSigningKey, Reseal, StoredSigningKey};
 pub use users::{UserPatch, user_json};
-pub use webhooks::{AttemptOutcome, DeliveryFilter, Recorded, ReplayFrom, webhook_json};
+pub use webhooks::{DeliveryFilter, ReplayFrom, webhook_json};
 
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A write transaction ([`Store::begin`]); use it as the connection (`&mut *tx`). Dropping it
+/// without [`Tx::commit`] rolls everything back.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    commits: outbox::CommitSignal,
+}
+
+impl Tx {
+    /// Commits, then wakes this process's webhook dispatchers: the transaction may have appended
+    /// events, and so enqueued deliveries (see `outbox`).
+    pub async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.inner.commit().await?;
+        self.commits.committed();
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> std::result::Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.inner
+    }
+}
+
 pub type Conn = sqlx::AnyConnection;
 
 #[derive(Debug, thiserror::Error)]
@@ -124,12 +164,16 @@ impl Default for StoreOptions {
 pub struct Store {
     backend: Backend,
     random: std::sync::Arc<dyn portcullis_core::Random>,
-    /// Clients by `env|id`, read through on the token endpoint's hot path (see `get_client_cached`).
+    /// Clients by ID, read through on the token endpoint's hot path (see `get_client_cached`).
     client_cache: clients::ClientCache,
+    /// Last credential uses written by this node (see `note_credential_use`).
+    usage_memo: credentials::UsageMemo,
     /// Reads (and, on PostgreSQL, writes too).
     read: AnyPool,
     /// Write transactions: one connection on SQLite, the same pool as `read` on PostgreSQL.
     write: AnyPool,
+    /// Bumped by every committed [`Tx`]: the webhook dispatchers' wake-up.
+    commits: outbox::CommitSignal,
 }
 
 impl Store {
@@ -175,8 +219,10 @@ impl Store {
                     backend,
                     random: std::sync::Arc::new(portcullis_crypto::SystemRandom),
                     client_cache: clients::ClientCache::default(),
+                    usage_memo: credentials::UsageMemo::default(),
                     read,
                     write,
+                    commits: outbox::CommitSignal::new(),
                 }
             }
             Backend::Postgres => {
@@ -185,8 +231,10 @@ impl Store {
                     backend,
                     random: std::sync::Arc::new(portcullis_crypto::SystemRandom),
                     client_cache: clients::ClientCache::default(),
+                    usage_memo: credentials::UsageMemo::default(),
                     read: p.clone(),
                     write: p,
+                    commits: outbox::CommitSignal::new(),
                 }
             }
         };
@@ -210,7 +258,10 @@ impl Store {
 
     /// Starts a write transaction. Dropping it without `commit` rolls everything back.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.write.begin().await?)
+        Ok(Tx {
+            inner: self.write.begin().await?,
+            commits: self.commits.clone(),
+        })
     }
 
     pub(crate) fn reader(&self) -> &AnyPool {

@@ -7,7 +7,7 @@
 //!
 //! The webhook outbox is written here too: [`append_event`] inserts, in the same transaction, one
 //! delivery row per enabled webhook endpoint of the environment whose filter takes the event
-//! (`webhooks::enqueue_deliveries`). Every caller therefore gets the outbox for free, and an event
+//! (`outbox::enqueue_deliveries`). Every caller therefore gets the outbox for free, and an event
 //! can never commit without its deliveries, nor a delivery without its event.
 
 use portcullis_core::Timestamp;
@@ -73,7 +73,7 @@ pub async fn append_event(
         created_at: now,
     };
     // Invariant (outbox): the deliveries commit with the event or not at all.
-    crate::webhooks::enqueue_deliveries(conn, &event, now).await?;
+    crate::outbox::enqueue_deliveries(conn, &event, now).await?;
     Ok(event)
 }
 

@@ -34,6 +34,26 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../migrations/sqlite/0005_webhooks.sql"),
     ),
+    (
+        6,
+        "audit_checkpoints",
+        include_str!("../migrations/sqlite/0006_audit_checkpoints.sql"),
+    ),
+    (
+        7,
+        "credentials",
+        include_str!("../migrations/sqlite/0007_credentials.sql"),
+    ),
+    (
+        8,
+        "bundles",
+        include_str!("../migrations/sqlite/0008_bundles.sql"),
+    ),
+    (
+        9,
+        "webhook_perf",
+        include_str!("../migrations/sqlite/0009_webhook_perf.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -60,6 +80,26 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "webhooks",
         include_str!("../migrations/postgres/0005_webhooks.sql"),
+    ),
+    (
+        6,
+        "audit_checkpoints",
+        include_str!("../migrations/postgres/0006_audit_checkpoints.sql"),
+    ),
+    (
+        7,
+        "credentials",
+        include_str!("../migrations/postgres/0007_credentials.sql"),
+    ),
+    (
+        8,
+        "bundles",
+        include_str!("../migrations/postgres/0008_bundles.sql"),
+    ),
+    (
+        9,
+        "webhook_perf",
+        include_str!("../migrations/postgres/0009_webhook_perf.sql"),
     ),
 ];
 

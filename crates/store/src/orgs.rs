@@ -73,10 +73,26 @@ impl Store {
         env: &EnvId,
         new: NewOrganization,
     ) -> Result<Organization> {
+        let mut tx = self.begin().await?;
+        let r = self
+            .create_organization_in(&mut tx, actor, now, env, new)
+            .await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Self::create_organization`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn create_organization_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        env: &EnvId,
+        new: NewOrganization,
+    ) -> Result<Organization> {
         let mut new = new;
         new.domains.sort();
         new.domains.dedup();
-        let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO organizations (id, env_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(new.id.as_str())
             .bind(env.as_str())
@@ -84,7 +100,7 @@ impl Store {
             .bind(now.millis())
             .execute(&mut *tx)
             .await?;
-        claim_domains(&mut tx, env, &new.id, &new.domains).await?;
+        claim_domains(&mut *tx, env, &new.id, &new.domains).await?;
         let org = Organization {
             id: new.id,
             env_id: env.clone(),
@@ -95,7 +111,7 @@ impl Store {
         };
         let data = org_json(&org);
         append_event(
-            &mut tx,
+            &mut *tx,
             env,
             now,
             NewEvent {
@@ -107,13 +123,12 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             env.as_str(),
             now,
             NewAudit::success(actor, "organization.create", org.id.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
         Ok(org)
     }
 
@@ -196,6 +211,24 @@ impl Store {
         org: &OrgId,
         patch: OrganizationPatch,
     ) -> Result<Organization> {
+        let mut tx = self.begin().await?;
+        let r = self
+            .update_organization_in(&mut tx, actor, now, env, org, patch)
+            .await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Self::update_organization`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn update_organization_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        env: &EnvId,
+        org: &OrgId,
+        patch: OrganizationPatch,
+    ) -> Result<Organization> {
         let before = self.get_organization(env, org).await?;
         let mut after = before.clone();
         if let Some(n) = patch.name {
@@ -210,7 +243,6 @@ impl Store {
             return Ok(before);
         }
         after.updated_at = now;
-        let mut tx = self.begin().await?;
         let n = sqlx::query("UPDATE organizations SET name = $3, updated_at = $4 WHERE env_id = $1 AND id = $2 AND updated_at = $5")
             .bind(env.as_str())
             .bind(org.as_str())
@@ -231,7 +263,7 @@ impl Store {
                 .bind(org.as_str())
                 .execute(&mut *tx)
                 .await?;
-            claim_domains(&mut tx, env, org, &after.domains).await?;
+            claim_domains(&mut *tx, env, org, &after.domains).await?;
         }
         let mut previous = serde_json::Map::new();
         if before.name != after.name {
@@ -243,7 +275,7 @@ impl Store {
         let mut data = org_json(&after);
         data["previous_attributes"] = serde_json::Value::Object(previous);
         append_event(
-            &mut tx,
+            &mut *tx,
             env,
             now,
             NewEvent {
@@ -255,13 +287,12 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             env.as_str(),
             now,
             NewAudit::success(actor, "organization.update", org.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
         Ok(after)
     }
 
@@ -272,8 +303,23 @@ impl Store {
         env: &EnvId,
         org: &OrgId,
     ) -> Result<()> {
-        let before = self.get_organization(env, org).await?;
         let mut tx = self.begin().await?;
+        self.delete_organization_in(&mut tx, actor, now, env, org)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Self::delete_organization`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn delete_organization_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        env: &EnvId,
+        org: &OrgId,
+    ) -> Result<()> {
+        let before = self.get_organization(env, org).await?;
         sqlx::query("DELETE FROM organization_domains WHERE org_id = $1")
             .bind(org.as_str())
             .execute(&mut *tx)
@@ -289,7 +335,7 @@ impl Store {
         }
         let data = org_json(&before);
         append_event(
-            &mut tx,
+            &mut *tx,
             env,
             now,
             NewEvent {
@@ -301,13 +347,12 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             env.as_str(),
             now,
             NewAudit::success(actor, "organization.delete", org.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -100,6 +100,26 @@ impl Store {
         new_next: NewSigningKey,
     ) -> Result<Vec<SigningKeyInfo>> {
         let mut tx = self.begin().await?;
+        self.rotate_signing_keys_in(&mut tx, actor, now, env, new_next)
+            .await?;
+        tx.commit().await?;
+        Ok(self
+            .signing_keys(env)
+            .await?
+            .into_iter()
+            .map(|k| k.info)
+            .collect())
+    }
+
+    /// [`Self::rotate_signing_keys`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn rotate_signing_keys_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        env: &EnvId,
+        new_next: NewSigningKey,
+    ) -> Result<()> {
         // Lock the environment row first: two rotations of one environment run one after the other.
         sqlx::query("UPDATE environments SET updated_at = updated_at WHERE id = $1")
             .bind(env.as_str())
@@ -131,7 +151,7 @@ impl Store {
         }
         let new_id = new_next.id.clone();
         insert_signing_key(
-            &mut tx,
+            &mut *tx,
             env,
             now,
             NewSigningKey {
@@ -142,7 +162,7 @@ impl Store {
         .await?;
         let data = json!({ "activated": promoted, "retired": retired, "published": new_id });
         append_event(
-            &mut tx,
+            &mut *tx,
             env,
             now,
             NewEvent {
@@ -154,19 +174,13 @@ impl Store {
         )
         .await?;
         append_audit(
-            &mut tx,
+            &mut *tx,
             env.as_str(),
             now,
             NewAudit::success(actor, "signing_key.rotate", env.as_str(), data),
         )
         .await?;
-        tx.commit().await?;
-        Ok(self
-            .signing_keys(env)
-            .await?
-            .into_iter()
-            .map(|k| k.info)
-            .collect())
+        Ok(())
     }
 
     /// Re-seals every private key (master-key rotation) in one transaction: `reseal` gets each

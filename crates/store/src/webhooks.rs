@@ -1,45 +1,32 @@
-//! Webhook endpoints, the delivery outbox, the attempt log and delivery leases.
+//! Webhook endpoints (their settings, secrets and state), the deliveries and attempt log as the
+//! admin API reads them, manual retries and replays.
 //!
-//! Invariants:
-//! - **outbox**: a delivery row is written by [`enqueue_deliveries`] inside `append_event`, in the
-//!   event's own transaction, for every enabled endpoint of the environment whose filter takes
-//!   the event: the event and its deliveries commit together or not at all, so a crash can lose
-//!   neither;
-//! - **leases**: a delivery is attempted only under a lease (`lease_owner` = one token per
-//!   lease, `lease_expires_at`). Taking leases is one `UPDATE … WHERE id IN (SELECT … LIMIT n)
-//!   RETURNING`; on PostgreSQL the inner select is `FOR UPDATE SKIP LOCKED` and the outer `WHERE`
-//!   repeats the due conditions, so two nodes never hold one delivery at once (the re-check runs
-//!   on the row as committed by the other node); on SQLite the single writer serialises it;
-//! - an expired lease is taken again (by another node, or by this one after a restart), so a node
-//!   that dies mid-delivery delays its deliveries by at most the lease time and loses none;
-//! - an attempt's outcome changes the delivery only while its lease is still held: a node whose
-//!   lease expired logs its attempt but leaves the delivery to the node that holds it now.
+//! The delivery hot path (the outbox rows written with each event, due endpoints, leases, attempt
+//! records) and its invariants live in [`crate::outbox`].
 
 use portcullis_core::Timestamp;
 use portcullis_core::audit::NewAudit;
-use portcullis_core::event::{Event, EventType, NewEvent};
-use portcullis_core::ids::{DeliveryId, EnvId, EventId, IdGen, WebhookId};
-use portcullis_core::webhook::{
-    Attempt, Delivery, DeliveryState, EndpointState, WebhookEndpoint, filter_matches,
-};
+use portcullis_core::event::{EventType, NewEvent};
+use portcullis_core::ids::{DeliveryId, EnvId, EventId, WebhookId};
+use portcullis_core::webhook::{Attempt, Delivery, DeliveryState, EndpointState, WebhookEndpoint};
 use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::log::{append_audit, append_event, event_from_row};
-use crate::{Backend, Conn, Result, Store, StoreError};
+use crate::log::{append_audit, append_event};
+use crate::{Conn, Result, Store, StoreError};
 
-const ENDPOINT_COLUMNS: &str = "id, env_id, url, description, event_types, headers, disabled_at, \
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, env_id, url, description, event_types, headers, disabled_at, \
      state, secret, previous_secret, previous_secret_expires_at, created_at, updated_at";
 
-const DELIVERY_COLUMNS: &str = "id, env_id, endpoint_id, event_id, event_seq, event_type, state, \
+pub(crate) const DELIVERY_COLUMNS: &str = "id, env_id, endpoint_id, event_id, event_seq, event_type, state, \
      attempts, next_attempt_at, last_status, last_error, created_at, updated_at, completed_at";
 
-fn corrupt(m: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(m: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(m.to_string())
 }
 
-fn endpoint_from_row(r: &AnyRow) -> Result<WebhookEndpoint> {
+pub(crate) fn endpoint_from_row(r: &AnyRow) -> Result<WebhookEndpoint> {
     let types: String = r.try_get("event_types")?;
     let headers: String = r.try_get("headers")?;
     let state: String = r.try_get("state")?;
@@ -63,7 +50,7 @@ fn endpoint_from_row(r: &AnyRow) -> Result<WebhookEndpoint> {
     })
 }
 
-fn delivery_from_row(r: &AnyRow) -> Result<Delivery> {
+pub(crate) fn delivery_from_row(r: &AnyRow) -> Result<Delivery> {
     let state: String = r.try_get("state")?;
     Ok(Delivery {
         id: DeliveryId::from_stored(r.try_get("id")?),
@@ -113,58 +100,6 @@ pub fn webhook_json(e: &WebhookEndpoint) -> Value {
     })
 }
 
-/// Writes the outbox rows of a just-appended event: one pending delivery, due now, per enabled
-/// endpoint of `env` whose filter takes the event. Runs inside the event's transaction (see the
-/// module invariants).
-///
-/// `egress.denied` events about webhook deliveries get no deliveries: a refused delivery would
-/// otherwise write an event whose delivery is refused in turn, without end. They remain in the
-/// Events API, the audit chain and the metrics.
-pub(crate) async fn enqueue_deliveries(
-    conn: &mut Conn,
-    event: &Event,
-    now: Timestamp,
-) -> Result<()> {
-    if event.event == EventType::EgressDenied.as_str()
-        && event.data.get("purpose").and_then(Value::as_str) == Some("webhook")
-    {
-        return Ok(());
-    }
-    let rows = sqlx::query(
-        "SELECT id, event_types FROM webhook_endpoints WHERE env_id = $1 AND disabled_at IS NULL",
-    )
-    .bind(event.env_id.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    for r in rows {
-        let types: String = r.try_get("event_types")?;
-        let types: Vec<String> = serde_json::from_str(&types).map_err(corrupt)?;
-        if !filter_matches(&types, &event.event) {
-            continue;
-        }
-        let endpoint: String = r.try_get("id")?;
-        let id: DeliveryId = IdGen {
-            random: &portcullis_crypto::SystemRandom,
-        }
-        .new_id(now);
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (id, env_id, endpoint_id, event_id, event_seq, event_type, \
-             state, attempts, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
-        )
-        .bind(id.as_str())
-        .bind(event.env_id.as_str())
-        .bind(endpoint)
-        .bind(event.id.as_str())
-        .bind(event.seq)
-        .bind(&event.event)
-        .bind(now.millis())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
 /// Re-seals every webhook secret (current and previous) with `reseal` (master-key rotation,
 /// inside its transaction). Returns how many secrets were re-sealed.
 pub(crate) async fn reseal_webhook_secrets(
@@ -197,27 +132,6 @@ pub(crate) async fn reseal_webhook_secrets(
             .await?;
     }
     Ok(n)
-}
-
-/// How an attempt ended, as the dispatcher decided from the answer and the retry schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Succeeded,
-    /// Try again at this time.
-    RetryAt(Timestamp),
-    /// The schedule is exhausted: the delivery fails and the endpoint is marked failing.
-    GaveUp,
-}
-
-/// What recording an attempt changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Recorded {
-    /// False when the lease had expired and someone else holds the delivery now.
-    pub lease_held: bool,
-    /// The endpoint went from active to failing (a `webhook_endpoint.failing` event was written).
-    pub endpoint_failing: bool,
-    /// The endpoint went from failing to active.
-    pub endpoint_recovered: bool,
 }
 
 /// A replay's starting point.
@@ -277,6 +191,21 @@ impl Store {
         e: WebhookEndpoint,
     ) -> Result<WebhookEndpoint> {
         let mut tx = self.begin().await?;
+        let r = self
+            .create_webhook_endpoint_in(&mut tx, actor, now, e)
+            .await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Self::create_webhook_endpoint`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn create_webhook_endpoint_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        e: WebhookEndpoint,
+    ) -> Result<WebhookEndpoint> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)"
@@ -301,7 +230,7 @@ impl Store {
             ..e
         };
         self.audit_and_event(
-            &mut tx,
+            &mut *tx,
             actor,
             now,
             &e,
@@ -309,7 +238,6 @@ impl Store {
             webhook_json(&e),
         )
         .await?;
-        tx.commit().await?;
         Ok(e)
     }
 
@@ -351,6 +279,23 @@ impl Store {
         kind: EventType,
     ) -> Result<WebhookEndpoint> {
         let mut tx = self.begin().await?;
+        let r = self
+            .update_webhook_endpoint_in(&mut tx, actor, now, before, after, kind)
+            .await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// [`Self::update_webhook_endpoint`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn update_webhook_endpoint_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        before: &WebhookEndpoint,
+        after: WebhookEndpoint,
+        kind: EventType,
+    ) -> Result<WebhookEndpoint> {
         let n = sqlx::query(
             "UPDATE webhook_endpoints SET url = $3, description = $4, event_types = $5, headers = $6, \
              disabled_at = CASE WHEN $7 = 1 THEN NULL ELSE COALESCE(disabled_at, $11) END, secret = $8, previous_secret = $9, previous_secret_expires_at = $10, \
@@ -397,9 +342,8 @@ impl Store {
         } else {
             "webhook_endpoint.update"
         };
-        self.audit_and_event(&mut tx, actor, now, &after, (kind, action), data)
+        self.audit_and_event(&mut *tx, actor, now, &after, (kind, action), data)
             .await?;
-        tx.commit().await?;
         Ok(after)
     }
 
@@ -411,6 +355,20 @@ impl Store {
         e: &WebhookEndpoint,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
+        self.delete_webhook_endpoint_in(&mut tx, actor, now, e)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Self::delete_webhook_endpoint`] inside the caller's transaction (`apply` runs many in one).
+    pub async fn delete_webhook_endpoint_in(
+        &self,
+        tx: &mut Conn,
+        actor: &str,
+        now: Timestamp,
+        e: &WebhookEndpoint,
+    ) -> Result<()> {
         sqlx::query(
             "DELETE FROM webhook_attempts WHERE delivery_id IN \
              (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1)",
@@ -432,7 +390,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("webhook endpoint {}", e.id)));
         }
         self.audit_and_event(
-            &mut tx,
+            &mut *tx,
             actor,
             now,
             e,
@@ -440,204 +398,7 @@ impl Store {
             webhook_json(e),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
-    }
-
-    /// Endpoints (enabled) that have deliveries due at `now` and not under a live lease.
-    pub async fn due_webhook_endpoints(
-        &self,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<WebhookEndpoint>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE disabled_at IS NULL AND id IN \
-             (SELECT endpoint_id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1 \
-              AND (lease_expires_at IS NULL OR lease_expires_at <= $1)) ORDER BY id LIMIT $2"
-        )))
-        .bind(now.millis())
-        .bind(i64::from(limit))
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter().map(endpoint_from_row).collect()
-    }
-
-    /// Leases up to `n` due deliveries of `endpoint` to `owner` until `until`, oldest first.
-    pub async fn lease_deliveries(
-        &self,
-        endpoint: &WebhookId,
-        owner: &str,
-        now: Timestamp,
-        until: Timestamp,
-        n: u32,
-    ) -> Result<Vec<Delivery>> {
-        let due = "state = 'pending' AND next_attempt_at <= $3 \
-                   AND (lease_expires_at IS NULL OR lease_expires_at <= $3)";
-        let pick = format!(
-            "SELECT id FROM webhook_deliveries WHERE endpoint_id = $4 AND {due} \
-             ORDER BY next_attempt_at, event_seq LIMIT $5"
-        );
-        let set = "UPDATE webhook_deliveries SET lease_owner = $1, lease_expires_at = $2, updated_at = $3";
-        // PostgreSQL: the pick runs exactly once (a materialised CTE; a plain `IN (subquery)` may
-        // be rescanned, taking more than `n` rows) and skips rows another node is leasing; the
-        // outer `WHERE` re-checks the due conditions on each row as last committed.
-        let sql = match self.backend() {
-            Backend::Postgres => format!(
-                "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
-                 {set} WHERE id IN (SELECT id FROM picked) AND {due} RETURNING {DELIVERY_COLUMNS}"
-            ),
-            Backend::Sqlite => {
-                format!("{set} WHERE id IN ({pick}) AND {due} RETURNING {DELIVERY_COLUMNS}")
-            }
-        };
-        let mut tx = self.begin().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(owner)
-            .bind(until.millis())
-            .bind(now.millis())
-            .bind(endpoint.as_str())
-            .bind(i64::from(n))
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let mut out = rows
-            .iter()
-            .map(delivery_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by_key(|d| d.event_seq);
-        Ok(out)
-    }
-
-    /// The events with these IDs (of any environment), for building delivery bodies.
-    pub async fn events_by_id(&self, ids: &[&EventId]) -> Result<Vec<Event>> {
-        if ids.is_empty() {
-            return Ok(vec![]);
-        }
-        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT env_id, seq, id, type, org_id, data, created_at FROM events WHERE id IN ({})",
-            list.join(", ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in ids {
-            q = q.bind(id.as_str());
-        }
-        let rows = q.fetch_all(self.reader()).await?;
-        rows.iter().map(event_from_row).collect()
-    }
-
-    /// Logs an attempt and, while `lease` is still held, applies its outcome: success, the next
-    /// attempt time, or failure (which marks the endpoint failing and writes
-    /// `webhook_endpoint.failing` on the transition). A success on a failing endpoint makes it
-    /// active again (`webhook_endpoint.recovered`).
-    pub async fn record_attempt(
-        &self,
-        lease: &str,
-        attempt: &Attempt,
-        outcome: AttemptOutcome,
-        now: Timestamp,
-    ) -> Result<Recorded> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO webhook_attempts (delivery_id, attempted_at, node, status, latency_ms, response, error, succeeded) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(attempt.delivery_id.as_str())
-        .bind(attempt.attempted_at.millis())
-        .bind(&attempt.node)
-        .bind(attempt.status.map(i64::from))
-        .bind(attempt.latency_ms)
-        .bind(attempt.response.clone())
-        .bind(attempt.error.clone())
-        .bind(i64::from(attempt.succeeded))
-        .execute(&mut *tx)
-        .await?;
-        let (state, next, completed) = match outcome {
-            AttemptOutcome::Succeeded => ("succeeded", None, Some(now.millis())),
-            AttemptOutcome::RetryAt(t) => ("pending", Some(t.millis()), None),
-            AttemptOutcome::GaveUp => ("failed", None, Some(now.millis())),
-        };
-        let row = sqlx::query(
-            "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, next_attempt_at = $4, \
-             completed_at = $5, last_status = $6, last_error = $7, lease_owner = NULL, \
-             lease_expires_at = NULL, updated_at = $8 WHERE id = $1 AND lease_owner = $2 \
-             RETURNING env_id, endpoint_id",
-        )
-        .bind(attempt.delivery_id.as_str())
-        .bind(lease)
-        .bind(state)
-        .bind(next)
-        .bind(completed)
-        .bind(attempt.status.map(i64::from))
-        .bind(attempt.error.clone())
-        .bind(now.millis())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(Recorded::default());
-        };
-        let env = EnvId::from_stored(row.try_get("env_id")?);
-        let endpoint = WebhookId::from_stored(row.try_get("endpoint_id")?);
-        let mut rec = Recorded {
-            lease_held: true,
-            ..Recorded::default()
-        };
-        let flip = match outcome {
-            AttemptOutcome::GaveUp => {
-                Some(("active", "failing", EventType::WebhookEndpointFailing))
-            }
-            AttemptOutcome::Succeeded => {
-                Some(("failing", "active", EventType::WebhookEndpointRecovered))
-            }
-            AttemptOutcome::RetryAt(_) => None,
-        };
-        if let Some((from, to, kind)) = flip {
-            let changed =
-                sqlx::query("UPDATE webhook_endpoints SET state = $3 WHERE id = $1 AND state = $2")
-                    .bind(endpoint.as_str())
-                    .bind(from)
-                    .bind(to)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    == 1;
-            if changed {
-                let data = json!({
-                    "id": endpoint, "object": "webhook_endpoint", "state": to,
-                    "delivery_id": attempt.delivery_id, "status": attempt.status,
-                    "error": attempt.error,
-                });
-                append_event(
-                    &mut tx,
-                    &env,
-                    now,
-                    NewEvent {
-                        id: self.new_id(now),
-                        kind,
-                        org_id: None,
-                        data: data.clone(),
-                    },
-                )
-                .await?;
-                append_audit(
-                    &mut tx,
-                    env.as_str(),
-                    now,
-                    NewAudit::success(
-                        "system:webhook-dispatcher",
-                        kind.as_str(),
-                        endpoint.as_str(),
-                        data,
-                    ),
-                )
-                .await?;
-                rec.endpoint_failing = to == "failing";
-                rec.endpoint_recovered = to == "active";
-            }
-        }
-        tx.commit().await?;
-        Ok(rec)
     }
 
     /// Deliveries of an endpoint, newest event first.

@@ -1,4 +1,5 @@
-//! Governance commands: `egress`, `inventory`, `policy check|diff`, `isolation check`, `review`.
+//! Governance commands: `egress`, `inventory`, `policy check|diff`, `isolation check`, `review`,
+//! `credentials report`.
 //!
 //! Exit codes follow the rest of the CLI: 0 fine, 1 a check found problems, 2 usage or input.
 
@@ -41,6 +42,47 @@ pub enum GovernanceCommand {
         conn: Conn,
         #[command(subcommand)]
         cmd: IsolationCmd,
+    },
+    /// Machine credentials: client secrets, private_key_jwt keys, API keys, webhook secrets.
+    Credentials {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: super::credentials::CredentialsCmd,
+    },
+    /// Show what applying a declarative configuration FILE would change (nothing is written).
+    Plan {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        env: String,
+        file: std::path::PathBuf,
+    },
+    /// Apply a declarative configuration FILE in one transaction (or not at all), each change
+    /// audited. New secrets are printed once.
+    Apply {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        env: String,
+        file: std::path::PathBuf,
+    },
+    /// Write an environment's current state as a declarative configuration (no secrets).
+    ExportConfig {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        env: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Signed bundles that carry configuration across the gap.
+    Bundle {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: super::bundles::BundleCmd,
     },
     /// The access review of an environment: one Markdown document for an auditor.
     Review {
@@ -164,6 +206,24 @@ async fn exec(cmd: GovernanceCommand) -> (bool, Out) {
             (false, isolation(&conn, &format).await)
         }
         GovernanceCommand::Review { conn, env, out } => (false, review(&conn, &env, out).await),
+        GovernanceCommand::Plan { conn, env, file } => (
+            conn.json,
+            super::bundles::plan(&conn, &env, &file, false).await,
+        ),
+        GovernanceCommand::Apply { conn, env, file } => (
+            conn.json,
+            super::bundles::plan(&conn, &env, &file, true).await,
+        ),
+        GovernanceCommand::ExportConfig { conn, env, out } => (
+            conn.json,
+            super::bundles::export_config(&conn, &env, out).await,
+        ),
+        GovernanceCommand::Bundle { conn, cmd } => {
+            (conn.json, super::bundles::run(&conn, cmd).await)
+        }
+        GovernanceCommand::Credentials { conn, cmd } => {
+            (conn.json, super::credentials::run(&conn, cmd).await)
+        }
     }
 }
 

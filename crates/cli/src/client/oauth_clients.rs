@@ -13,6 +13,9 @@ pub enum ClientCmd {
         env: String,
         #[arg(long)]
         name: String,
+        /// The generated secret is refused DAYS days from now (default: it does not expire).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(1..=3650))]
+        secret_expires_in: Option<i64>,
         #[command(flatten)]
         settings: Box<Settings>,
     },
@@ -43,6 +46,10 @@ pub enum ClientCmd {
         /// How long the current secret stays valid: 0 to 2592000 seconds (default 86400).
         #[arg(long)]
         overlap_seconds: Option<i64>,
+        /// The new secret is refused DAYS days from now (default: the current secret's lifetime,
+        /// if it has one).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(i64).range(1..=3650))]
+        expires_in: Option<i64>,
     },
     /// Delete a client and end every grant it holds.
     Delete {
@@ -186,6 +193,7 @@ const CLIENT_FIELDS: &[&str] = &[
     "refresh_absolute_ttl_seconds",
     "has_secret",
     "secret_created_at",
+    "secret_expires_at",
     "previous_secret_expires_at",
     "created_at",
     "updated_at",
@@ -208,10 +216,15 @@ pub async fn run(conn: &Conn, cmd: ClientCmd) -> Outcome {
         ClientCmd::Create {
             env,
             name,
+            secret_expires_in,
             settings,
         } => {
             let mut f = settings.fields(None)?;
             f.insert(0, ("name", Some(json!(name))));
+            f.push((
+                "secret_expires_in_seconds",
+                secret_expires_in.map(|d| json!(d * 86_400)),
+            ));
             c.post(&base(&env), body(&f)).await?
         }
         ClientCmd::List { env } => {
@@ -248,10 +261,14 @@ pub async fn run(conn: &Conn, cmd: ClientCmd) -> Outcome {
             env,
             client,
             overlap_seconds,
+            expires_in,
         } => {
             c.post(
                 &format!("{}/secret", one(&env, &client)),
-                body(&[("overlap_seconds", overlap_seconds.map(Value::from))]),
+                body(&[
+                    ("overlap_seconds", overlap_seconds.map(Value::from)),
+                    ("expires_in_seconds", expires_in.map(|d| json!(d * 86_400))),
+                ]),
             )
             .await?
         }

@@ -1,15 +1,19 @@
-//! Admin and environment API keys: shown once, stored as a digest, revocable.
+//! Admin and environment API keys: shown once, stored as a digest, revocable, optionally
+//! expiring, and rotated with an overlap window (the replaced key keeps working until it ends).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use portcullis_core::credential::{check_expires_in, successor_expiry};
 use portcullis_core::ids::{ApiKeyId, EnvId, PrefixedId};
 use portcullis_core::model::ApiKeyKind;
 use portcullis_core::validate;
 use portcullis_crypto::{SystemRandom, generate_secret, secret_digest};
 use portcullis_store::NewApiKey;
 
-use super::views::{ApiKeyView, CreateApiKey, CreateGlobalApiKey, CreatedApiKey, List};
+use super::views::{
+    ApiKeyView, CreateApiKey, CreateGlobalApiKey, CreatedApiKey, List, RotateApiKey, RotatedApiKey,
+};
 use crate::App;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, ApiJson};
@@ -20,9 +24,12 @@ pub async fn issue_api_key(
     actor: &str,
     kind: ApiKeyKind,
     env: Option<EnvId>,
-    name: String,
+    (name, expires_in): (String, Option<i64>),
 ) -> ApiResult<CreatedApiKey> {
     validate::name(&name).map_err(ApiError::invalid)?;
+    if let Some(s) = expires_in {
+        check_expires_in("expires_in_seconds", s).map_err(ApiError::invalid)?;
+    }
     let now = app.now();
     let secret = generate_secret(&SystemRandom, kind.secret_prefix());
     let new = NewApiKey {
@@ -31,6 +38,7 @@ pub async fn issue_api_key(
         env_id: env,
         name,
         digest: secret_digest(&secret),
+        expires_at: expires_in.map(|s| now.plus_seconds(s)),
     };
     let key = app.store.create_api_key(actor, now, new).await?;
     Ok(CreatedApiKey {
@@ -47,7 +55,14 @@ pub async fn global_api_key_create(
     ApiJson(req): ApiJson<CreateGlobalApiKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     admin.require_global()?;
-    let created = issue_api_key(&app, &admin.actor(), ApiKeyKind::Admin, None, req.name).await?;
+    let created = issue_api_key(
+        &app,
+        &admin.actor(),
+        ApiKeyKind::Admin,
+        None,
+        (req.name, req.expires_in_seconds),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -69,7 +84,14 @@ pub async fn env_api_key_create(
             ))
         })?,
     };
-    let created = issue_api_key(&app, &admin.actor(), kind, Some(env.id), req.name).await?;
+    let created = issue_api_key(
+        &app,
+        &admin.actor(),
+        kind,
+        Some(env.id),
+        (req.name, req.expires_in_seconds),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -145,4 +167,57 @@ pub async fn api_key_revoke(
         .revoke_api_key(&admin.actor(), app.now(), &key.id)
         .await?;
     Ok(Json(ApiKeyView::from(&revoked)))
+}
+
+/// 0 to 30 days, as for client and webhook secrets.
+const OVERLAP: std::ops::RangeInclusive<i64> = 0..=2_592_000;
+const DEFAULT_OVERLAP: i64 = 86_400;
+
+/// Replaces a key by a new one of the same kind, environment and name (its secret shown once);
+/// the old key keeps working until the overlap ends, then the credential sweep revokes it.
+#[utoipa::path(post, path = "/admin/v1/api-keys/{key}/rotate", tag = "api-keys", params(("key" = String, Path)),
+    request_body = RotateApiKey,
+    responses((status = 201, body = RotatedApiKey), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn api_key_rotate(
+    State(app): State<App>,
+    admin: Admin,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RotateApiKey>,
+) -> ApiResult<(StatusCode, Json<RotatedApiKey>)> {
+    let key = visible_key(&app, &admin, &id).await?;
+    let overlap = req.overlap_seconds.unwrap_or(DEFAULT_OVERLAP);
+    if !OVERLAP.contains(&overlap) {
+        return Err(ApiError::invalid(format!(
+            "overlap_seconds must be 0 to 2592000, not {overlap}"
+        )));
+    }
+    if let Some(s) = req.expires_in_seconds {
+        check_expires_in("expires_in_seconds", s).map_err(ApiError::invalid)?;
+    }
+    let now = app.now();
+    let secret = generate_secret(&SystemRandom, key.kind.secret_prefix());
+    let expires_at = successor_expiry(
+        now,
+        req.expires_in_seconds,
+        Some(key.created_at),
+        key.expires_at,
+    );
+    let (new, old) = app
+        .store
+        .rotate_api_key(
+            &admin.actor(),
+            now,
+            &key.id,
+            (app.store.new_id(now), secret_digest(&secret), expires_at),
+            overlap,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RotatedApiKey {
+            key: ApiKeyView::from(&new),
+            secret: secret.expose().to_owned(),
+            replaced: ApiKeyView::from(&old),
+        }),
+    ))
 }

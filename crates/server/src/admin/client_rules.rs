@@ -358,6 +358,7 @@ mod tests {
             lifetimes: TokenLifetimes::default(),
             secret_digest: None,
             secret_created_at: None,
+            secret_expires_at: None,
             previous_secret_digest: None,
             previous_secret_expires_at: None,
             created_at: Timestamp(0),

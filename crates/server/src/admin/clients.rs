@@ -7,6 +7,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use portcullis_core::credential::{check_expires_in, successor_expiry};
 use portcullis_core::ids::{ClientId, EnvId, PrefixedId};
 use portcullis_core::oauth::{AuthMethod, Client, ClientKind, ExchangePolicy, TokenLifetimes};
 use portcullis_core::{Random, Secret, Timestamp};
@@ -80,6 +81,7 @@ pub fn new_client(
         },
         secret_digest: None,
         secret_created_at: None,
+        secret_expires_at: None,
         previous_secret_digest: None,
         previous_secret_expires_at: None,
         created_at: now,
@@ -142,6 +144,7 @@ pub fn settle_secret(c: &mut Client, random: &dyn Random, now: Timestamp) -> Opt
     if !uses_secret(c.auth_method) {
         c.secret_digest = None;
         c.secret_created_at = None;
+        c.secret_expires_at = None;
         c.previous_secret_digest = None;
         c.previous_secret_expires_at = None;
         return None;
@@ -152,17 +155,25 @@ pub fn settle_secret(c: &mut Client, random: &dyn Random, now: Timestamp) -> Opt
     let secret = generate_secret(random, SECRET_PREFIX);
     c.secret_digest = Some(secret_digest(&secret));
     c.secret_created_at = Some(now);
+    c.secret_expires_at = None;
     Some(secret)
 }
 
 /// A new secret; the current one stays valid for `overlap` seconds (none when 0). One previous
-/// secret is kept: rotating again inside the window ends the oldest at once.
+/// secret is kept: rotating again inside the window ends the oldest at once. The new secret
+/// expires `expires_in` seconds from now (default: the lifetime the replaced secret had, if it
+/// had one). The replaced secret's overlap never outlasts its own expiry: an expired secret is
+/// not revived by rotating it.
 pub fn rotate_secret(
     before: &Client,
     overlap: i64,
+    expires_in: Option<i64>,
     random: &dyn Random,
     now: Timestamp,
 ) -> Result<(Client, Secret), String> {
+    if let Some(s) = expires_in {
+        check_expires_in("expires_in_seconds", s)?;
+    }
     if !uses_secret(before.auth_method) {
         return Err(format!(
             "client {} authenticates with {} and has no secret to rotate",
@@ -179,12 +190,23 @@ pub fn rotate_secret(
     }
     let mut c = before.clone();
     let secret = generate_secret(random, SECRET_PREFIX);
-    (c.previous_secret_digest, c.previous_secret_expires_at) = match overlap {
-        0 => (None, None),
-        s => (before.secret_digest.clone(), Some(now.plus_seconds(s))),
+    let until = match before.secret_expires_at {
+        Some(e) => e.min(now.plus_seconds(overlap)),
+        None => now.plus_seconds(overlap),
+    };
+    (c.previous_secret_digest, c.previous_secret_expires_at) = if until > now {
+        (before.secret_digest.clone(), Some(until))
+    } else {
+        (None, None)
     };
     c.secret_digest = Some(secret_digest(&secret));
     c.secret_created_at = Some(now);
+    c.secret_expires_at = successor_expiry(
+        now,
+        expires_in,
+        before.secret_created_at,
+        before.secret_expires_at,
+    );
     c.updated_at = now;
     Ok((c, secret))
 }
@@ -208,11 +230,25 @@ pub async fn client_create(
     let env = admin.environment(&app, &env).await?;
     let now = app.now();
     let allow_shared = req.allow_cross_environment_uris;
+    let expires_in = req.secret_expires_in_seconds;
     let mut client =
         new_client(req, app.store.new_id(now), env.id, now).map_err(ApiError::invalid)?;
     ensure_uris_not_elsewhere(&app, &client, allow_shared).await?;
     let secret = settle_secret(&mut client, &SystemRandom, now);
+    if let Some(s) = expires_in {
+        check_expires_in("secret_expires_in_seconds", s).map_err(ApiError::invalid)?;
+        if secret.is_none() {
+            return Err(ApiError::invalid(format!(
+                "secret_expires_in_seconds applies to clients with a secret; this one authenticates with {}",
+                client.auth_method.as_str()
+            )));
+        }
+        client.secret_expires_at = Some(now.plus_seconds(s));
+    }
     let client = app.store.create_client(&admin.actor(), now, client).await?;
+    if client.jwks.is_some() {
+        app.store.note_client_keys(&client, now).await?;
+    }
     Ok((StatusCode::CREATED, Json(created(&client, secret))))
 }
 
@@ -264,7 +300,7 @@ pub async fn client_update(
     let secret = settle_secret(&mut after, &SystemRandom, now);
     let after = app
         .store
-        .update_client(&admin.actor(), now, &before, after, "client.update")
+        .update_client_keys(&admin.actor(), now, &before, after)
         .await?;
     Ok(Json(created(&after, secret)))
 }
@@ -284,10 +320,11 @@ pub async fn client_secret_rotate(
     let now = app.now();
     let overlap = req.overlap_seconds.unwrap_or(DEFAULT_OVERLAP);
     let (after, secret) =
-        rotate_secret(&before, overlap, &SystemRandom, now).map_err(ApiError::invalid)?;
+        rotate_secret(&before, overlap, req.expires_in_seconds, &SystemRandom, now)
+            .map_err(ApiError::invalid)?;
     let after = app
         .store
-        .update_client(&admin.actor(), now, &before, after, "client.rotate_secret")
+        .rotate_client_secret(&admin.actor(), now, &before, after)
         .await?;
     Ok(Json(created(&after, Some(secret))))
 }
@@ -309,7 +346,11 @@ pub async fn client_delete(
 
 /// Environment isolation at run time: a redirect or logout URI registered by a client of another
 /// environment is refused unless the request explicitly allows it.
-async fn ensure_uris_not_elsewhere(app: &App, client: &Client, allow: bool) -> ApiResult<()> {
+pub(crate) async fn ensure_uris_not_elsewhere(
+    app: &App,
+    client: &Client,
+    allow: bool,
+) -> ApiResult<()> {
     if allow {
         return Ok(());
     }

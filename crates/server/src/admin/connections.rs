@@ -74,7 +74,7 @@ pub fn secrets_aad(c: &ConnectionId, env: &str) -> String {
     format!("connection|{c}|{env}")
 }
 
-fn check_upstream(v: &Value) -> ApiResult<UpstreamConfig> {
+pub(crate) fn check_upstream(v: &Value) -> ApiResult<UpstreamConfig> {
     let cfg: UpstreamConfig =
         serde_json::from_value(v.clone()).map_err(|e| ApiError::invalid(format!("oidc: {e}")))?;
     for (name, url) in [
@@ -137,7 +137,7 @@ fn check_upstream(v: &Value) -> ApiResult<UpstreamConfig> {
     Ok(cfg)
 }
 
-fn seal(app: &App, id: &ConnectionId, env: &str, secrets: &Value) -> ApiResult<Vec<u8>> {
+pub(crate) fn seal(app: &App, id: &ConnectionId, env: &str, secrets: &Value) -> ApiResult<Vec<u8>> {
     app.keys
         .master()
         .seal(

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use portcullis_core::audit::{AuditRecord, GLOBAL_CHAIN, verify_chain};
+use portcullis_core::model::Environment;
 use portcullis_crypto::sha256_hex;
 
 use super::views::{AuditView, ChainReportView, EventView, List, Page};
@@ -10,7 +11,7 @@ use crate::App;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, ApiQuery};
 
-fn seq_cursor(after: Option<&str>) -> ApiResult<i64> {
+pub(super) fn seq_cursor(after: Option<&str>) -> ApiResult<i64> {
     after.map_or(Ok(0), |a| {
         a.parse::<i64>()
             .ok()
@@ -62,18 +63,43 @@ async fn audit_page(app: &App, chain: &str, page: &Page) -> ApiResult<List<Audit
     ))
 }
 
-/// Recomputes a whole chain from storage.
-pub async fn verify(app: &App, chain: &str) -> ApiResult<ChainReportView> {
+/// Recomputes a whole chain from storage and, for an environment's chain, checks it against its
+/// signed checkpoints: a chain that ends below one lost its tail. A broken link is named before a
+/// checkpoint problem.
+pub async fn verify(
+    app: &App,
+    chain: &str,
+    env: Option<&Environment>,
+) -> ApiResult<ChainReportView> {
     let records = app.store.audit_records(chain, 0, None).await?;
     let head = app.store.audit_head(chain).await?;
     let r = verify_chain(chain, &records, head.as_ref(), &|b| sha256_hex(b));
+    let checkpoints = match env {
+        Some(env) => Some(
+            crate::checkpoints::check_stored(
+                &app.store,
+                &app.keys,
+                env,
+                &records,
+                head.as_ref(),
+                app.now(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let broken = r
+        .broken
+        .or_else(|| checkpoints.as_ref().and_then(|c| c.broken.clone()));
     Ok(ChainReportView {
         chain: r.chain,
         records: r.records,
         head_hash: r.head_hash,
-        ok: r.broken.is_none(),
-        broken_at: r.broken.as_ref().map(|b| b.seq),
-        reason: r.broken.map(|b| b.reason),
+        ok: broken.is_none(),
+        broken_at: broken.as_ref().map(|b| b.seq),
+        reason: broken.map(|b| b.reason),
+        checkpoints: checkpoints.as_ref().map_or(0, |c| c.verified),
+        latest_checkpoint: checkpoints.and_then(|c| c.latest).map(Into::into),
     })
 }
 
@@ -99,7 +125,7 @@ pub async fn env_audit_verify(
     Path(env): Path<String>,
 ) -> ApiResult<Json<ChainReportView>> {
     let env = admin.environment(&app, &env).await?;
-    Ok(Json(verify(&app, env.id.as_str()).await?))
+    Ok(Json(verify(&app, env.id.as_str(), Some(&env)).await?))
 }
 
 #[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(Page),
@@ -120,7 +146,7 @@ pub async fn global_audit_verify(
     admin: Admin,
 ) -> ApiResult<Json<ChainReportView>> {
     admin.require_global()?;
-    Ok(Json(verify(&app, GLOBAL_CHAIN).await?))
+    Ok(Json(verify(&app, GLOBAL_CHAIN, None).await?))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -134,7 +160,9 @@ pub struct ExportQuery {
 /// carrying out of the network. The first line describes the export and carries a checkpoint:
 /// the chain head signed with the environment's signing key (a compact JWS), so that an auditor
 /// outside can detect an edited line, a removed tail or a forged head with
-/// `portcullis audit verify --file`.
+/// `portcullis audit verify --file`. It also carries the latest stored checkpoint of the range
+/// and any beyond the head (`checkpoints`, covered by the export's signature): a chain truncated
+/// in the database before the export shows in the file.
 #[utoipa::path(get, path = "/admin/v1/environments/{env}/audit/export", tag = "audit",
     params(("env" = String, Path, description = "Environment ID or slug"), ExportQuery),
     responses((status = 200, description = "JSON Lines", content_type = "application/x-ndjson", body = String), (status = 404, body = ErrorBody)))]
@@ -187,20 +215,21 @@ pub async fn env_audit_export(
         .signer(&env.id, now)
         .await
         .map_err(|e| ApiError::internal("signer", e))?;
+    let (stored, jwks) =
+        crate::checkpoints::for_export(&app.store, &app.keys, &env, start.seq, head.seq, now)
+            .await?;
+    let carried: Vec<&str> = stored.iter().map(|c| c.jws.as_str()).collect();
     let checkpoint = signer
         .sign_compact(Some("portcullis-audit-checkpoint"), &serde_json::json!({
             "chain": chain, "environment": env.slug, "issuer": env.issuer, "start": start, "head": head, "exported_at": now.to_rfc3339(),
+            "checkpoints": carried,
         }))
         .map_err(|e| ApiError::internal("checkpoint", e))?;
-    let jwks = app
-        .keys
-        .jwks(&env, now)
-        .await
-        .map_err(|e| ApiError::internal("jwks", e))?;
     let header = serde_json::json!({
         "format": "portcullis-audit-export/1", "chain": chain,
         "environment": { "id": env.id, "slug": env.slug, "issuer": env.issuer },
         "start": start, "head": head, "exported_at": now.to_rfc3339(), "checkpoint": checkpoint, "jwks": jwks,
+        "checkpoints": carried,
     });
     let mut out = header.to_string();
     out.push('\n');

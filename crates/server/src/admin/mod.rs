@@ -2,19 +2,21 @@
 //! `/admin/v1/openapi.json` generated from these handlers.
 
 mod api_keys;
+mod checkpoints;
 mod client_rules;
-mod clients;
-mod connections;
+pub(crate) mod clients;
+pub(crate) mod connections;
+mod credentials;
 pub(crate) mod envs;
 mod export;
 mod governance;
 mod logs;
 mod openapi;
-mod orgs;
+pub(crate) mod orgs;
 mod signing;
 mod users;
 pub mod views;
-mod webhooks;
+pub(crate) mod webhooks;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -27,6 +29,9 @@ pub fn routes() -> Router<App> {
         .merge(connections::routes())
         .merge(webhooks::routes())
         .merge(export::routes())
+        .merge(crate::declarative::routes())
+        .merge(credentials::routes())
+        .merge(checkpoints::routes())
         .route("/openapi.json", get(openapi::openapi_get))
         .route(
             "/environments",

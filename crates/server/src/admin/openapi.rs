@@ -45,5 +45,8 @@ pub async fn openapi_get() -> Json<utoipa::openapi::OpenApi> {
     doc.merge(super::connections::ConnectionsApi::openapi());
     doc.merge(super::webhooks::WebhooksApi::openapi());
     doc.merge(super::export::ExportApi::openapi());
+    doc.merge(crate::declarative::ConfigApi::openapi());
+    doc.merge(super::credentials::CredentialsApi::openapi());
+    doc.merge(super::checkpoints::CheckpointsApi::openapi());
     Json(doc)
 }

@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, ApiJson, ApiQuery};
 
 /// Lower-cases, validates and de-duplicates a domain list.
-fn domains(list: Vec<String>) -> ApiResult<Vec<String>> {
+pub(crate) fn domains(list: Vec<String>) -> ApiResult<Vec<String>> {
     if list.len() > 100 {
         return Err(ApiError::invalid("an organization has at most 100 domains"));
     }

@@ -137,6 +137,10 @@ pub struct ApiKeyView {
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// Refused from then on (its own expiry, or the end of a rotation's overlap).
+    pub expires_at: Option<String>,
+    /// The key that replaced this one in a rotation.
+    pub replaced_by: Option<String>,
 }
 
 impl From<&ApiKey> for ApiKeyView {
@@ -150,6 +154,8 @@ impl From<&ApiKey> for ApiKeyView {
             created_at: k.created_at.to_rfc3339(),
             last_used_at: k.last_used_at.map(|t| t.to_rfc3339()),
             revoked_at: k.revoked_at.map(|t| t.to_rfc3339()),
+            expires_at: k.expires_at.map(|t| t.to_rfc3339()),
+            replaced_by: k.replaced_by.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -169,12 +175,38 @@ pub struct CreateApiKey {
     /// `environment` (default: machine access to this environment's APIs) or `admin` (an admin
     /// key scoped to this environment).
     pub kind: Option<String>,
+    /// The key is refused this many seconds from now (60 to 10 years); absent: no expiry.
+    pub expires_in_seconds: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKey {
+    /// How long the current key keeps working beside the new one: 0–2592000 (30 days), default
+    /// 86400. 0 revokes it now. Never beyond the current key's own expiry.
+    pub overlap_seconds: Option<i64>,
+    /// The new key expires this many seconds from now (60 to 10 years); absent: it gets the
+    /// lifetime the current key had, if it had one.
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// The new key with its secret (shown once), and the key it replaced as it is now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RotatedApiKey {
+    #[serde(flatten)]
+    pub key: ApiKeyView,
+    /// The new key itself. Shown once: only its SHA-256 digest is stored.
+    pub secret: String,
+    /// The replaced key: `expires_at` is the end of the overlap, `replaced_by` the new key.
+    pub replaced: ApiKeyView,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGlobalApiKey {
     pub name: String,
+    /// The key is refused this many seconds from now (60 to 10 years); absent: no expiry.
+    pub expires_in_seconds: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -246,6 +278,39 @@ pub struct ChainReportView {
     /// The first broken link: its sequence number and why.
     pub broken_at: Option<i64>,
     pub reason: Option<String>,
+    /// Stored checkpoints that verified (environment chains only; the global chain has none).
+    #[serde(default)]
+    pub checkpoints: usize,
+    /// The latest stored checkpoint, verified or not.
+    #[serde(default)]
+    pub latest_checkpoint: Option<CheckpointView>,
+}
+
+/// A signed checkpoint of an audit chain's head.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointView {
+    pub chain: String,
+    pub seq: i64,
+    pub hash: String,
+    pub at: String,
+    /// The signing key (its `kid` in the environment's JWKS).
+    pub kid: String,
+    /// Compact JWS, `typ` `audit-checkpoint+jwt`, over `{iss, environment, chain, seq, hash, at}`
+    /// (`at` in milliseconds since the Unix epoch).
+    pub jws: String,
+}
+
+impl From<portcullis_core::checkpoint::Checkpoint> for CheckpointView {
+    fn from(c: portcullis_core::checkpoint::Checkpoint) -> Self {
+        Self {
+            at: c.at.to_rfc3339(),
+            chain: c.chain,
+            seq: c.seq,
+            hash: c.hash,
+            kid: c.kid,
+            jws: c.jws,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -321,6 +386,8 @@ pub struct ClientView {
     /// Whether the client has a secret (only its digest is stored; it is never shown again).
     pub has_secret: bool,
     pub secret_created_at: Option<String>,
+    /// The secret is refused from then on (absent: it does not expire).
+    pub secret_expires_at: Option<String>,
     /// Until then the secret replaced at the last rotation still works.
     pub previous_secret_expires_at: Option<String>,
     pub created_at: String,
@@ -355,6 +422,7 @@ impl From<&Client> for ClientView {
             refresh_absolute_ttl_seconds: c.lifetimes.refresh_absolute,
             has_secret: c.secret_digest.is_some(),
             secret_created_at: c.secret_created_at.map(|t| t.to_rfc3339()),
+            secret_expires_at: c.secret_expires_at.map(|t| t.to_rfc3339()),
             previous_secret_expires_at: c
                 .previous_secret_digest
                 .as_ref()
@@ -413,6 +481,10 @@ pub struct CreateClient {
     pub refresh_idle_ttl_seconds: Option<i64>,
     /// Default 90 days.
     pub refresh_absolute_ttl_seconds: Option<i64>,
+    /// The generated secret expires this many seconds from now (60 to 10 years) and is refused
+    /// from then on; absent: it does not expire (it is still due for rotation, see
+    /// `credentials report`).
+    pub secret_expires_in_seconds: Option<i64>,
 }
 
 /// Each present field replaces the client's; the resulting client is checked as a whole.
@@ -447,8 +519,11 @@ pub struct UpdateClient {
 #[serde(deny_unknown_fields)]
 pub struct RotateClientSecret {
     /// How long the current secret keeps working beside the new one: 0–2592000 (30 days),
-    /// default 86400. 0 ends it now.
+    /// default 86400. 0 ends it now. Never beyond the current secret's own expiry.
     pub overlap_seconds: Option<i64>,
+    /// The new secret expires this many seconds from now (60 to 10 years); absent: it gets the
+    /// lifetime the current secret had, if it had one.
+    pub expires_in_seconds: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

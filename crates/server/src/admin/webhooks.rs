@@ -58,7 +58,7 @@ pub struct CreateWebhookEndpoint {
 
 /// Environment isolation at run time: a webhook URL of another environment is refused unless
 /// the request explicitly allows it.
-async fn ensure_url_not_elsewhere(
+pub(crate) async fn ensure_url_not_elsewhere(
     app: &App,
     env: &portcullis_core::ids::EnvId,
     url: &str,
@@ -305,7 +305,7 @@ async fn check_url(app: &App, env: &Environment, url: &str) -> ApiResult<()> {
     }
 }
 
-fn headers_of(m: Map<String, Value>) -> ApiResult<Vec<(String, String)>> {
+pub(crate) fn headers_of(m: Map<String, Value>) -> ApiResult<Vec<(String, String)>> {
     let h = m
         .into_iter()
         .map(|(k, v)| match v {
@@ -319,7 +319,7 @@ fn headers_of(m: Map<String, Value>) -> ApiResult<Vec<(String, String)>> {
     Ok(h)
 }
 
-fn check_description(d: &str) -> ApiResult<()> {
+pub(crate) fn check_description(d: &str) -> ApiResult<()> {
     if d.len() > 500 || d.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "description: at most 500 characters, no control characters",
@@ -329,7 +329,7 @@ fn check_description(d: &str) -> ApiResult<()> {
 }
 
 /// A fresh secret and its sealed form for endpoint `id` of `env`.
-fn new_secret(app: &App, id: &WebhookId, env: &EnvId) -> ApiResult<(Secret, Vec<u8>)> {
+pub(crate) fn new_secret(app: &App, id: &WebhookId, env: &EnvId) -> ApiResult<(Secret, Vec<u8>)> {
     let secret = generate_secret(&SystemRandom);
     let sealed = app
         .keys
@@ -498,13 +498,7 @@ pub async fn webhook_secret_rotate(
     };
     let e = app
         .store
-        .update_webhook_endpoint(
-            &admin.actor(),
-            now,
-            &before,
-            after,
-            EventType::WebhookEndpointSecretRotated,
-        )
+        .rotate_webhook_secret(&admin.actor(), now, &before, after)
         .await?;
     let endpoint = WebhookEndpointView::from(&e);
     let secret = secret.expose().to_owned();

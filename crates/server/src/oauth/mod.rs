@@ -59,7 +59,7 @@ pub fn routes() -> Router<App> {
 
 /// The environment named in the path and its keys, loaded once per request.
 pub struct EnvCtx {
-    pub env: Environment,
+    pub env: std::sync::Arc<Environment>,
     pub keys: std::sync::Arc<EnvKeys>,
     pub now: Timestamp,
 }

@@ -54,6 +54,24 @@ pub fn new_saml_config(
     let obj = settings
         .as_object()
         .ok_or_else(|| ApiError::invalid("saml settings must be an object"))?;
+    check_saml_settings(obj)?;
+    let (sp, sealed) = sp_keys(app, id, env, now)?;
+    let mut config = json!({
+        "allow_sha1": false, "allow_idp_initiated": false, "sign_requests": true, "skew_seconds": 120,
+        "sp": sp,
+    });
+    for (k, v) in obj {
+        if k == "idp" {
+            config["idp"] = manual_idp(v)?;
+        } else {
+            config[k] = v.clone();
+        }
+    }
+    Ok((config, sealed))
+}
+
+/// The checks of a connection's SAML settings (not the IdP side), without creating anything.
+pub(crate) fn check_saml_settings(obj: &serde_json::Map<String, Value>) -> ApiResult<()> {
     if let Some(k) = obj.keys().find(|k| !SETTINGS.contains(&k.as_str())) {
         return Err(ApiError::invalid(format!(
             "saml: unknown setting {k:?} (known: {})",
@@ -90,21 +108,22 @@ pub fn new_saml_config(
         mapping_from(Some(m))
             .map_err(|e| ApiError::invalid(format!("saml.attribute_mapping: {e}")))?;
     }
+    Ok(())
+}
+
+/// New SP signing and encryption keys for connection `id`: the public `sp` settings and the
+/// sealed private keys.
+pub(crate) fn sp_keys(
+    app: &App,
+    id: &ConnectionId,
+    env: &str,
+    now: Timestamp,
+) -> ApiResult<(Value, Vec<u8>)> {
     let signing = portcullis_saml::generate_sp_key(&format!("{id} signing"), now)
         .map_err(|e| ApiError::internal("sp key", e.message))?;
     let encryption = portcullis_saml::generate_sp_key(&format!("{id} encryption"), now)
         .map_err(|e| ApiError::internal("sp key", e.message))?;
-    let mut config = json!({
-        "allow_sha1": false, "allow_idp_initiated": false, "sign_requests": true, "skew_seconds": 120,
-        "sp": { "signing_certificate": B64.encode(&signing.certificate_der), "encryption_certificate": B64.encode(&encryption.certificate_der) },
-    });
-    for (k, v) in obj {
-        if k == "idp" {
-            config["idp"] = manual_idp(v)?;
-        } else {
-            config[k] = v.clone();
-        }
-    }
+    let sp = json!({ "signing_certificate": B64.encode(&signing.certificate_der), "encryption_certificate": B64.encode(&encryption.certificate_der) });
     let secrets = json!({ "sp_signing_key": B64.encode(&signing.private_pkcs8_der), "sp_encryption_key": B64.encode(&encryption.private_pkcs8_der) });
     let sealed = app
         .keys
@@ -115,7 +134,7 @@ pub fn new_saml_config(
             secrets.to_string().as_bytes(),
         )
         .map_err(|e| ApiError::internal("seal", e))?;
-    Ok((config, sealed))
+    Ok((sp, sealed))
 }
 
 /// An attribute mapping from its JSON form: each of `email`, `first_name`, `last_name`, `groups`,
@@ -153,7 +172,7 @@ fn mapping_from(v: Option<&Value>) -> Result<AttributeMapping, String> {
 }
 
 /// Manual configuration without metadata: entity ID, SSO URL, certificates (PEM).
-fn manual_idp(v: &Value) -> ApiResult<Value> {
+pub(crate) fn manual_idp(v: &Value) -> ApiResult<Value> {
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
     let entity_id =
         s("entity_id").ok_or_else(|| ApiError::invalid("saml.idp.entity_id is required"))?;
@@ -167,7 +186,7 @@ fn manual_idp(v: &Value) -> ApiResult<Value> {
     idp_json(&entity_id, &sso_url, &certs, &[])
 }
 
-fn idp_json(
+pub(crate) fn idp_json(
     entity_id: &str,
     sso_url: &str,
     certs: &[Vec<u8>],

@@ -83,7 +83,7 @@ impl Backchannel for GateChannel<'_> {
 }
 
 /// Opens the connection's sealed secrets.
-fn secrets(app: &App, c: &Connection) -> Result<Value, String> {
+pub(crate) fn secrets(app: &App, c: &Connection) -> Result<Value, String> {
     let sealed = c
         .sealed_secrets
         .as_ref()

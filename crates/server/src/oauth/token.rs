@@ -83,13 +83,23 @@ pub async fn token_post(
         portcullis_oidc::token::token(&ec.ctx(&app), &TokenRequest { params, creds }).await
     }
     .await;
-    match result {
-        Ok(v) => (
+    let body = result.and_then(|v| {
+        v.to_json().map_err(|e| {
+            tracing::error!(error = %e, "the token response did not serialize");
+            OAuthError::new(
+                ErrorCode::ServerError,
+                "the server could not write the response",
+            )
+        })
+    });
+    match body {
+        Ok(body) => (
             [
+                (header::CONTENT_TYPE, "application/json"),
                 (header::CACHE_CONTROL, "no-store"),
                 (header::PRAGMA, "no-cache"),
             ],
-            Json(v),
+            body,
         )
             .into_response(),
         Err(e) => {

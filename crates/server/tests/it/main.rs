@@ -33,9 +33,12 @@ macro_rules! both_backends {
 }
 
 mod admin;
+mod audit_checkpoints;
 mod bad_input;
 mod browser;
 mod clients_users;
+mod config;
+mod credentials;
 mod discovery;
 mod events_api;
 mod governance;

@@ -21,6 +21,7 @@ both_backends!(
     every_event_arrives_signed_with_one_webhook_id_through_failures_and_a_timeout,
     refused_urls_and_bad_input_write_nothing,
     slow_redirecting_huge_and_closing_receivers_never_block_another_endpoint,
+    a_committed_event_wakes_the_dispatcher_without_waiting_for_the_poll,
 );
 
 /// What the receiver does with one request.
@@ -467,8 +468,8 @@ async fn every_event_arrives_signed_with_one_webhook_id_through_failures_and_a_t
     create_org(&s, "hooks", "After rotation", &[]).await;
     assert_eq!(
         d.run_once().await.unwrap().succeeded,
-        2,
-        "rotation event and org"
+        3,
+        "the rotation's two events (webhook_endpoint.secret_rotated, credential.rotated) and org"
     );
     let last = rx.seen().last().cloned().unwrap();
     assert!(signed_by(&secret, &last) && signed_by(&new_secret, &last));
@@ -644,6 +645,40 @@ async fn slow_redirecting_huge_and_closing_receivers_never_block_another_endpoin
     assert!(!last_errors(&s, &ids["closing"]).await.is_empty());
     let fast_ok = deliveries(&s, "mixed", &ids["fast"], "&state=succeeded").await;
     assert_eq!(fast_ok.len(), 12);
+}
+
+/// A running dispatcher whose next poll is an hour away still delivers each new event at once:
+/// the event's commit wakes it. Each delivery is recorded as succeeded too.
+async fn a_committed_event_wakes_the_dispatcher_without_waiting_for_the_poll(backend: Backend) {
+    let s = TestServer::start(backend).await.unwrap();
+    create_env(&s, "wake", json!({ "mode": "isolated" })).await;
+    let rx = Receiver::start(&[], Answer::Status(204)).await;
+    allow_receiver(&s, "wake", rx.port, 0).await;
+    let (whk, _) = create_endpoint(&s, "wake", json!({ "url": rx.url("/in") })).await;
+    let d = portcullis_events::Dispatcher::new(
+        Arc::new(s.app().clone()),
+        DispatcherConfig {
+            node: "test".into(),
+            poll_interval: Duration::from_secs(3600),
+            ..portcullis_server::webhooks::dispatcher_config(s.config())
+        },
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(d.run(stop_rx));
+    // The pass at start delivers the endpoint's own `webhook_endpoint.created`.
+    assert!(rx.wait_for(1, Duration::from_secs(10)).await);
+    for i in 0..3 {
+        create_org(&s, "wake", &format!("Org {i}"), &[]).await;
+        assert!(
+            rx.wait_for(2 + i, Duration::from_secs(10)).await,
+            "event {i} was not delivered before the next poll (got {})",
+            rx.seen().len()
+        );
+    }
+    let _ = stop_tx.send(true);
+    running.await.unwrap();
+    let done = deliveries(&s, "wake", &whk, "&state=succeeded").await;
+    assert_eq!(done.len(), 4, "{done:?}");
 }
 
 /// The last errors of an endpoint's deliveries, all of which must still be pending (retried).

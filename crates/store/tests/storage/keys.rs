@@ -21,6 +21,7 @@ pub fn new_api_key(db: &Db, kind: ApiKeyKind, env_id: Option<EnvId>, name: &str)
         env_id,
         name: name.to_owned(),
         digest: secret_digest(&secret),
+        expires_at: None,
     }
 }
 

@@ -9,12 +9,15 @@
 // Helpers outside `#[test]` functions count as library code to clippy; here they are test code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod checkpoints;
 mod concurrency;
 mod envs;
 mod keys;
 mod log;
 mod orgs;
+mod outbox;
 mod support;
+mod transactions;
 
 /// One test on one backend.
 macro_rules! storage_test {
@@ -51,6 +54,7 @@ storage_suite! {
         envs::duplicate_environment_is_refused_and_writes_nothing,
         envs::environment_update_records_previous_attributes,
         orgs::organization_create_claims_domains,
+        transactions::writes_in_one_transaction_commit_together_or_not_at_all,
         orgs::domain_taken_in_the_environment_is_refused_and_writes_nothing,
         orgs::same_domain_is_free_in_another_environment,
         orgs::organization_update_replaces_domains_and_records_previous,
@@ -58,6 +62,7 @@ storage_suite! {
         log::events_are_numbered_per_environment_without_gaps,
         log::events_page_with_after_limit_and_has_more,
         log::audit_chain_names_the_tampered_record,
+        checkpoints::audit_checkpoints_are_kept_once_per_number,
         keys::api_key_lifecycle,
         keys::signing_key_rotation_keeps_one_active_and_one_next,
         keys::master_key_reseal_is_all_or_nothing,
@@ -65,6 +70,9 @@ storage_suite! {
         concurrency::concurrent_claims_of_one_domain_admit_exactly_one,
         concurrency::concurrent_rotations_keep_one_active_and_one_next,
         concurrency::concurrent_revocations_record_one_revocation,
+        outbox::a_batch_applies_each_outcome_only_under_its_lease,
+        outbox::a_commit_wakes_the_watchers_and_a_rollback_does_not,
+        outbox::a_released_lease_makes_its_delivery_due_again_at_once,
     ],
     postgres_only: [
         // SQLite is one process's database: sqlx takes no migration lock there.
