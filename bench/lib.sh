@@ -9,6 +9,8 @@ set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 BIN="${PORTCULLIS_BIN:-$ROOT/target/release/portcullis}"
+# The server refuses unknown PORTCULLIS_* variables: the choice of binary stays with the scripts.
+export -n PORTCULLIS_BIN 2>/dev/null || true
 # Scratch space on the same disk as a real data directory would be (not tmpfs), so SQLite and
 # PostgreSQL pay for real fsyncs. Override with BENCH_TMP.
 BENCH_TMP="${BENCH_TMP:-/var/tmp}"

@@ -50,6 +50,8 @@ export -n PORTCULLIS_BIN 2>/dev/null || true
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-64}"
+# ALGS="ES256" limits a rerun to the algorithms named (the raw signing rate is measured for all).
+ALGS="${ALGS:-ES256 EdDSA RS256}"
 SERVER_CPUS="${SERVER_CPUS:-}"
 WRK_CPUS="${WRK_CPUS:-}"
 cpu_count() { # a taskset CPU list ("0", "0,1", "0-3") → number of CPUs
@@ -148,7 +150,7 @@ print(json.dumps({"requests": reqs, "server_cpu_s": round(cpu, 3),
 EOF2
 }
 
-for alg in ES256 EdDSA RS256; do
+for alg in $ALGS; do
     ENV="bench-$(echo "$alg" | tr 'A-Z' 'a-z')"
     api POST /admin/v1/environments "{\"slug\":\"$ENV\",\"signing_alg\":\"$alg\"}" >/dev/null \
         || die "creating environment $ENV: HTTP $(api_status)"
@@ -192,6 +194,8 @@ for ref in healthz jwks; do
 done
 
 # --- 3. authorization code round trip ------------------------------------------------------------
+# AUTHCODE=0 skips this part (a rerun of the token figures alone).
+if [ "${AUTHCODE:-1}" = 1 ]; then
 log "authorization code round trips: $RUNS runs of ≤$AUTHCODE_FLOWS flows / 15 s, $AUTHCODE_CONCURRENCY connections"
 python3 "$BENCH_DIR/authcode_load.py" "$SERVER_URL" "$DATA/data/demo.txt" 8 2 >/dev/null \
     || die "authorization code warm-up failed"
@@ -200,6 +204,7 @@ for i in $(seq "$RUNS"); do
         >"$SCRATCH/authcode-$i.json" || die "authorization code run $i failed: $(cat "$SCRATCH/authcode-$i.json")"
     log "  run $i: $(cat "$SCRATCH/authcode-$i.json")"
 done
+fi
 stop_server
 
 python3 - "$SCRATCH" "$OUT_DIR/token.json" <<EOF
@@ -232,7 +237,7 @@ out = {"conditions": """$COND""", "wrk": "$(wrk --version 2>&1 | head -1 | cut -
        "placement": "$PLACEMENT", "server_cpus": "${SERVER_CPUS:-all}", "wrk_cpus": "${WRK_CPUS:-all}",
        "connections": $CONNECTIONS, "wrk_threads": $WRK_THREADS, "duration_s": $DURATION, "runs": $RUNS,
        "server_rss_mib_after_wrk": round($RSS_AFTER_WRK / 1024, 1), "client_credentials": {}}
-for alg in ["ES256", "EdDSA", "RS256"]:
+for alg in "$ALGS".split():
     runs = [wrk(os.path.join(d, f"wrk-{alg}-{i}.txt")) for i in range(1, $RUNS + 1)]
     cpu = [json.load(open(os.path.join(d, f"cpu-{alg}-{i}.txt"))) for i in range(1, $RUNS + 1)]
     s = sign[alg]["single_core_per_s"]
@@ -268,7 +273,7 @@ for ref in ["healthz", "jwks"]:
                              "p99_ms_median": statistics.median(r["p99_ms"] for r in runs),
                              "errors": sum(r["non_2xx"] for r in runs), "duration_s": $REF_DURATION}
 ac = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(d, "authcode-*.json")))]
-out["authorization_code"] = {
+out["authorization_code"] = None if not ac else {
     "flows_per_s_median": statistics.median(a["per_second"] for a in ac),
     "flows_per_s_runs": [a["per_second"] for a in ac],
     "flow_p50_ms_median": statistics.median(a["p50_ms"] for a in ac),
