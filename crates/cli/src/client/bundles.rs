@@ -108,11 +108,6 @@ fn read(path: &Path) -> Result<Vec<u8>, Failure> {
     std::fs::read(path).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
 }
 
-fn read_text(path: &Path) -> Result<String, Failure> {
-    String::from_utf8(read(path)?)
-        .map_err(|_| Failure::Input(format!("{}: not UTF-8", path.display())))
-}
-
 fn write_new(path: &Path, data: &[u8], private: bool) -> Result<(), Failure> {
     use std::io::Write;
     let mut o = std::fs::OpenOptions::new();
@@ -296,9 +291,9 @@ fn create(env: &str, config: &Path, sign_key: &Path, sequence: u64, days: u32, o
             "--env must be the environment's ID (env_…): a bundle is bound to it".into(),
         ));
     }
-    let key = PublisherKey::from_pem(&read_text(sign_key)?)
+    let key = PublisherKey::from_pem(&super::governance::read(sign_key)?)
         .map_err(|e| Failure::Input(format!("{}: {e}", sign_key.display())))?;
-    let text = read_text(config)?;
+    let text = super::governance::read(config)?;
     let now = SystemClock.now();
     let bytes = bundle::create(
         &NewBundle {
@@ -326,14 +321,14 @@ fn create(env: &str, config: &Path, sign_key: &Path, sequence: u64, days: u32, o
 fn offline(file: &Path, trust: &[PathBuf], target: Option<&str>, against: Option<&Path>) -> Out {
     let current = match against {
         Some(p) => Some(
-            portcullis_bundle::EnvConfig::parse(&read_text(p)?)
+            portcullis_bundle::EnvConfig::parse(&super::governance::read(p)?)
                 .map_err(|e| Failure::Input(format!("{}: {e}", p.display())))?,
         ),
         None => None,
     };
     let mut keys = Vec::new();
     for t in trust {
-        let v: Value = serde_json::from_str(&read_text(t)?)
+        let v: Value = serde_json::from_str(&super::governance::read(t)?)
             .map_err(|e| Failure::Input(format!("{}: {e}", t.display())))?;
         keys.push(v);
     }

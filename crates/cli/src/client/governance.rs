@@ -161,7 +161,7 @@ pub enum IsolationCmd {
     },
 }
 
-fn read(path: &std::path::Path) -> Result<String, Failure> {
+pub(super) fn read(path: &std::path::Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))
 }
 

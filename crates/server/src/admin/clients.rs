@@ -354,18 +354,18 @@ pub(crate) async fn ensure_uris_not_elsewhere(
     if allow {
         return Ok(());
     }
+    uris_not_in(&app.store.all_clients().await?, client)
+}
+
+/// [`ensure_uris_not_elsewhere`] against clients already read (`all`: every environment's), for
+/// callers that check many clients at once.
+pub(crate) fn uris_not_in(all: &[Client], client: &Client) -> ApiResult<()> {
     let mine: Vec<&String> = client
         .redirect_uris
         .iter()
         .chain(&client.post_logout_redirect_uris)
         .collect();
-    for other in app
-        .store
-        .all_clients()
-        .await?
-        .iter()
-        .filter(|c| c.env_id != client.env_id)
-    {
+    for other in all.iter().filter(|c| c.env_id != client.env_id) {
         if let Some(u) = other
             .redirect_uris
             .iter()

@@ -264,6 +264,19 @@ fn incomplete(c: &Connection) -> Option<String> {
     }
 }
 
+/// The event and audit action of a connection moving from `previous` to `state`.
+pub(crate) fn state_change(state: ConnectionState, previous: ConnectionState) -> ConnectionChange {
+    let (kind, action) = match state {
+        ConnectionState::Active => (EventType::ConnectionActivated, "connection.activate"),
+        _ => (EventType::ConnectionDeactivated, "connection.deactivate"),
+    };
+    ConnectionChange {
+        kind,
+        action,
+        detail: json!({ "state": state, "previous_state": previous }),
+    }
+}
+
 async fn set_state(
     app: &App,
     admin: &Admin,
@@ -284,10 +297,6 @@ async fn set_state(
             format!("the connection cannot be activated: {why}"),
         ));
     }
-    let (kind, action) = match state {
-        ConnectionState::Active => (EventType::ConnectionActivated, "connection.activate"),
-        _ => (EventType::ConnectionDeactivated, "connection.deactivate"),
-    };
     let after = Connection {
         state,
         ..before.clone()
@@ -299,11 +308,7 @@ async fn set_state(
             app.now(),
             &before,
             after,
-            ConnectionChange {
-                kind,
-                action,
-                detail: json!({ "state": state, "previous_state": before.state }),
-            },
+            state_change(state, before.state),
         )
         .await?;
     Ok(Json(ConnectionView::from(&c)))

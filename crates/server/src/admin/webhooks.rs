@@ -60,13 +60,22 @@ pub struct CreateWebhookEndpoint {
 /// the request explicitly allows it.
 pub(crate) async fn ensure_url_not_elsewhere(
     app: &App,
-    env: &portcullis_core::ids::EnvId,
+    env: &EnvId,
     url: &str,
     allow: bool,
 ) -> ApiResult<()> {
     if allow {
         return Ok(());
     }
+    url_not_in(&urls_of_other_environments(app, env).await?, url)
+}
+
+/// Every webhook URL of the environments other than `env`, with its environment.
+pub(crate) async fn urls_of_other_environments(
+    app: &App,
+    env: &EnvId,
+) -> ApiResult<Vec<(EnvId, String)>> {
+    let mut out = Vec::new();
     for other in app
         .store
         .list_environments()
@@ -74,25 +83,26 @@ pub(crate) async fn ensure_url_not_elsewhere(
         .into_iter()
         .filter(|e| &e.id != env)
     {
-        if app
-            .store
-            .list_webhook_endpoints(&other.id)
-            .await?
-            .iter()
-            .any(|w| w.url == url)
-        {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "url_in_other_environment",
-                format!(
-                    "the URL {url} already receives webhooks of environment {}: environments share no callbacks \
-                     (set allow_cross_environment_url to override, and expect `isolation check` to report it)",
-                    other.id
-                ),
-            ));
+        for w in app.store.list_webhook_endpoints(&other.id).await? {
+            out.push((other.id.clone(), w.url));
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// [`ensure_url_not_elsewhere`] against URLs already read, for callers that check many at once.
+pub(crate) fn url_not_in(others: &[(EnvId, String)], url: &str) -> ApiResult<()> {
+    match others.iter().find(|(_, u)| u == url) {
+        Some((other, _)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "url_in_other_environment",
+            format!(
+                "the URL {url} already receives webhooks of environment {other}: environments share no callbacks \
+                 (set allow_cross_environment_url to override, and expect `isolation check` to report it)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn yes() -> bool {
@@ -278,17 +288,26 @@ async fn load(
 
 /// Refuses a URL the environment's egress policy would refuse: 422 naming the missing rule.
 async fn check_url(app: &App, env: &Environment, url: &str) -> ApiResult<()> {
+    let ctx = crate::egress::context(&app.store, &env.id)
+        .await
+        .map_err(|e| ApiError::internal("egress policy", e))?;
+    check_url_against(app, &ctx.policy, url).await
+}
+
+/// [`check_url`] against a given policy (a configuration file's, before it is applied).
+pub(crate) async fn check_url_against(
+    app: &App,
+    policy: &portcullis_egress::policy::Policy,
+    url: &str,
+) -> ApiResult<()> {
     if url.len() > MAX_URL_LEN {
         return Err(ApiError::invalid(format!(
             "url is longer than {MAX_URL_LEN} characters"
         )));
     }
-    let ctx = crate::egress::context(&app.store, &env.id)
-        .await
-        .map_err(|e| ApiError::internal("egress policy", e))?;
     let decision = app
         .egress
-        .decide(&ctx.policy, url, Purpose::Webhook)
+        .decide(policy, url, Purpose::Webhook)
         .await
         .map_err(|e| ApiError::invalid(format!("url: {e}")))?;
     if decision.allowed {
@@ -328,6 +347,42 @@ pub(crate) fn check_description(d: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// What a new endpoint is made of (checked by the caller).
+pub(crate) struct NewEndpoint {
+    pub url: String,
+    pub description: String,
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A new endpoint of `env`, active, with a fresh signing secret (returned, to show once).
+pub(crate) fn new_endpoint(
+    app: &App,
+    env: &EnvId,
+    n: NewEndpoint,
+    now: Timestamp,
+) -> ApiResult<(WebhookEndpoint, Secret)> {
+    let id: WebhookId = app.store.new_id(now);
+    let (secret, sealed) = new_secret(app, &id, env)?;
+    let e = WebhookEndpoint {
+        id,
+        env_id: env.clone(),
+        url: n.url,
+        description: n.description,
+        event_types: n.event_types,
+        enabled: n.enabled,
+        headers: n.headers,
+        state: EndpointState::Active,
+        sealed_secret: sealed,
+        sealed_previous_secret: None,
+        previous_secret_expires_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok((e, secret))
+}
+
 /// A fresh secret and its sealed form for endpoint `id` of `env`.
 pub(crate) fn new_secret(app: &App, id: &WebhookId, env: &EnvId) -> ApiResult<(Secret, Vec<u8>)> {
     let secret = generate_secret(&SystemRandom);
@@ -360,23 +415,18 @@ pub async fn webhook_endpoint_create(
     check_url(&app, &env, &req.url).await?;
     ensure_url_not_elsewhere(&app, &env.id, &req.url, req.allow_cross_environment_url).await?;
     let now = app.now();
-    let id: WebhookId = app.store.new_id(now);
-    let (secret, sealed) = new_secret(&app, &id, &env.id)?;
-    let e = WebhookEndpoint {
-        id,
-        env_id: env.id,
-        url: req.url,
-        description: req.description,
-        event_types: req.event_types,
-        enabled: req.enabled,
-        headers,
-        state: EndpointState::Active,
-        sealed_secret: sealed,
-        sealed_previous_secret: None,
-        previous_secret_expires_at: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let (e, secret) = new_endpoint(
+        &app,
+        &env.id,
+        NewEndpoint {
+            url: req.url,
+            description: req.description,
+            event_types: req.event_types,
+            enabled: req.enabled,
+            headers,
+        },
+        now,
+    )?;
     let e = app
         .store
         .create_webhook_endpoint(&admin.actor(), now, e)

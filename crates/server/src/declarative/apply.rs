@@ -12,10 +12,10 @@
 use portcullis_bundle::plan::Plan;
 use portcullis_core::audit::NewAudit;
 use portcullis_core::event::EventType;
-use portcullis_core::ids::{ConnectionId, OrgId, WebhookId};
+use portcullis_core::ids::{ConnectionId, OrgId};
 use portcullis_core::model::{Environment, KeyState};
 use portcullis_core::sso::{Connection, ConnectionState, ConnectionType};
-use portcullis_core::webhook::{EndpointState, WebhookEndpoint};
+use portcullis_core::webhook::WebhookEndpoint;
 use portcullis_crypto::SystemRandom;
 use portcullis_store::{ConnectionChange, NewOrganization, OrganizationPatch, PolicyChange};
 use serde_json::{Value, json};
@@ -206,26 +206,19 @@ async fn prepare(app: &App, env: &Environment, intents: Vec<Intent>) -> ApiResul
                 }
             }
             Intent::CreateWebhook { spec, headers } => {
-                let id: WebhookId = app.store.new_id(now);
-                let (secret, sealed) = crate::admin::webhooks::new_secret(app, &id, &env.id)?;
-                Ready::Webhook(
-                    Box::new(WebhookEndpoint {
-                        id,
-                        env_id: env.id.clone(),
+                let (e, secret) = crate::admin::webhooks::new_endpoint(
+                    app,
+                    &env.id,
+                    crate::admin::webhooks::NewEndpoint {
                         url: spec.url,
                         description: spec.description,
                         event_types: spec.event_types,
                         enabled: spec.enabled,
                         headers,
-                        state: EndpointState::Active,
-                        sealed_secret: sealed,
-                        sealed_previous_secret: None,
-                        previous_secret_expires_at: None,
-                        created_at: now,
-                        updated_at: now,
-                    }),
-                    secret,
-                )
+                    },
+                    now,
+                )?;
+                Ready::Webhook(Box::new(e), secret)
             }
             Intent::RotateSigningKey => Ready::SigningKey(Box::new(
                 app.keys
@@ -349,7 +342,7 @@ pub async fn apply(
                             now,
                             &made,
                             after,
-                            state_change(state, ConnectionState::Draft),
+                            crate::admin::connections::state_change(state, ConnectionState::Draft),
                         )
                         .await?;
                 }
@@ -360,7 +353,7 @@ pub async fn apply(
                     && before.config == after.config
                     && before.sealed_secrets == after.sealed_secrets
                 {
-                    state_change(after.state, before.state)
+                    crate::admin::connections::state_change(after.state, before.state)
                 } else {
                     ConnectionChange {
                         kind: EventType::ConnectionUpdated,
@@ -476,16 +469,4 @@ pub async fn apply(
         app.keys.forget(&env.id);
     }
     Ok(Applied { plan, created })
-}
-
-fn state_change(state: ConnectionState, previous: ConnectionState) -> ConnectionChange {
-    let (kind, action) = match state {
-        ConnectionState::Active => (EventType::ConnectionActivated, "connection.activate"),
-        _ => (EventType::ConnectionDeactivated, "connection.deactivate"),
-    };
-    ConnectionChange {
-        kind,
-        action,
-        detail: json!({ "state": state, "previous_state": previous }),
-    }
 }

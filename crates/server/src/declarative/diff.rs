@@ -13,7 +13,6 @@ use portcullis_core::model::{Environment, Organization};
 use portcullis_core::oauth::Client;
 use portcullis_core::sso::{Connection, ConnectionState, ConnectionType};
 use portcullis_core::webhook::{WebhookEndpoint, check_filter};
-use portcullis_egress::Purpose;
 use portcullis_egress::policy::Policy;
 use serde_json::{Value, json};
 
@@ -404,7 +403,7 @@ fn desired_connection(
                     format!("no client {id} exists in this environment (a dangling reference)"),
                 ));
             }
-            let mut config = json!({ "allow_sha1": false, "allow_idp_initiated": false, "sign_requests": true, "skew_seconds": 120 });
+            let mut config = crate::oauth::saml::saml_defaults();
             for (k, v) in obj.iter() {
                 config[k] = v.clone();
             }
@@ -447,11 +446,7 @@ fn desired_connection(
     if state == ConnectionState::Active {
         let incomplete = match kind {
             ConnectionType::Oidc => None,
-            ConnectionType::Saml => config
-                .get("idp")
-                .and_then(|i| i["certificates"].as_array())
-                .is_none_or(|c| c.is_empty())
-                .then_some("the IdP is not configured: set saml.idp (entity_id, sso_url, certificates_pem, or metadata_xml)"),
+            ConnectionType::Saml => (!crate::oauth::saml::idp_configured(&config)).then_some("the IdP is not configured: set saml.idp (entity_id, sso_url, certificates_pem, or metadata_xml)"),
         };
         if let Some(why) = incomplete {
             return Err(bad(
@@ -565,6 +560,8 @@ async fn clients(
     intents: &mut Vec<Intent>,
 ) -> ApiResult<()> {
     let now = app.now();
+    // Every environment's clients, read once for the whole file (callbacks are not shared).
+    let all_clients = app.store.all_clients().await?;
     for (i, spec) in cfg.clients.iter().enumerate() {
         let p = format!("clients[{i}]");
         let mut same = cur.clients.iter().filter(|c| c.name == spec.name);
@@ -582,9 +579,7 @@ async fn clients(
         let desired =
             crate::admin::clients::new_client(create_request(spec), id, env.id.clone(), now)
                 .map_err(|e| bad(&p, e))?;
-        crate::admin::clients::ensure_uris_not_elsewhere(app, &desired, false)
-            .await
-            .map_err(at(&p))?;
+        crate::admin::clients::uris_not_in(&all_clients, &desired).map_err(at(&p))?;
         match before {
             None => {
                 plan.changes
@@ -651,6 +646,8 @@ async fn webhooks(
     plan: &mut Plan,
     intents: &mut Vec<Intent>,
 ) -> ApiResult<()> {
+    // Read once for the whole file, not once per endpoint.
+    let elsewhere = crate::admin::webhooks::urls_of_other_environments(app, &env.id).await?;
     for (i, spec) in cfg.webhook_endpoints.iter().enumerate() {
         let p = format!("webhook_endpoints[{i}]");
         check_filter(&spec.event_types).map_err(|e| bad(&format!("{p}.event_types"), e))?;
@@ -664,25 +661,10 @@ async fn webhooks(
             .map_err(at(&format!("{p}.headers")))?,
             None => Vec::new(),
         };
-        if spec.url.len() > portcullis_core::webhook::MAX_URL_LEN {
-            return Err(bad(&format!("{p}.url"), "too long"));
-        }
-        let decision = app
-            .egress
-            .decide(policy, &spec.url, Purpose::Webhook)
+        crate::admin::webhooks::check_url_against(app, policy, &spec.url)
             .await
-            .map_err(|e| bad(&format!("{p}.url"), e))?;
-        if !decision.allowed {
-            return Err(bad(
-                &format!("{p}.url"),
-                format!(
-                    "the egress policy refuses it ({}); allow it for purpose webhook",
-                    decision.refusal.unwrap_or_default()
-                ),
-            ));
-        }
-        crate::admin::webhooks::ensure_url_not_elsewhere(app, &env.id, &spec.url, false)
-            .await
+            .map_err(at(&format!("{p}.url")))?;
+        crate::admin::webhooks::url_not_in(&elsewhere, &spec.url)
             .map_err(at(&format!("{p}.url")))?;
         let mut same = cur.hooks.iter().filter(|h| h.url == spec.url);
         let before = same.next();

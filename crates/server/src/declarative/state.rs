@@ -2,8 +2,6 @@
 //! (`export-config`): every listed object wholly described, no secret, no generated ID, sorted —
 //! so exporting twice gives the same bytes and applying an export is a no-op.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use portcullis_bundle::config::{
     ClientSpec, ConnectionSpec, EnvConfig, ExchangeSpec, OrganizationSpec, VERSION, WebhookSpec,
 };
@@ -209,11 +207,4 @@ pub fn export(cur: &Current) -> EnvConfig {
             })
             .collect(),
     }
-}
-
-/// DER certificates (base64) of a PEM text, for comparing an `idp.certificates_pem`.
-pub fn ders_of_pem(pem: &str) -> Option<Vec<String>> {
-    portcullis_saml::certificates_from_pem(pem)
-        .ok()
-        .map(|c| c.iter().map(|d| B64.encode(d)).collect())
 }

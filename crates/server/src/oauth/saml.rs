@@ -56,10 +56,8 @@ pub fn new_saml_config(
         .ok_or_else(|| ApiError::invalid("saml settings must be an object"))?;
     check_saml_settings(obj)?;
     let (sp, sealed) = sp_keys(app, id, env, now)?;
-    let mut config = json!({
-        "allow_sha1": false, "allow_idp_initiated": false, "sign_requests": true, "skew_seconds": 120,
-        "sp": sp,
-    });
+    let mut config = saml_defaults();
+    config["sp"] = sp;
     for (k, v) in obj {
         if k == "idp" {
             config["idp"] = manual_idp(v)?;
@@ -68,6 +66,11 @@ pub fn new_saml_config(
         }
     }
     Ok((config, sealed))
+}
+
+/// The settings a SAML connection has unless the operator says otherwise.
+pub(crate) fn saml_defaults() -> Value {
+    json!({ "allow_sha1": false, "allow_idp_initiated": false, "sign_requests": true, "skew_seconds": 120 })
 }
 
 /// The checks of a connection's SAML settings (not the IdP side), without creating anything.
@@ -209,15 +212,23 @@ pub(crate) fn idp_json(
 }
 
 pub fn saml_incomplete(c: &Connection) -> Option<String> {
-    // A connection created without `idp` has no IdP side at all: that is incomplete too.
-    let complete = idp_config(c).is_some_and(|i| !i.certificates_der.is_empty());
-    (!complete)
+    (!idp_configured(&c.config))
         .then(|| "the IdP is not configured: upload its metadata (PUT …/saml-metadata) or set entity ID, SSO URL and certificates".into())
+}
+
+/// Whether a SAML connection's configuration has a usable IdP side (what activation needs). A
+/// connection created without `idp` has no IdP side at all: that is incomplete too.
+pub(crate) fn idp_configured(config: &Value) -> bool {
+    idp_config_of(config).is_some_and(|i| !i.certificates_der.is_empty())
 }
 
 /// The IdP side of a connection, as configured.
 fn idp_config(c: &Connection) -> Option<IdpConfig> {
-    let idp = c.config.get("idp")?;
+    idp_config_of(&c.config)
+}
+
+fn idp_config_of(config: &Value) -> Option<IdpConfig> {
+    let idp = config.get("idp")?;
     let certificates_der = idp["certificates"]
         .as_array()?
         .iter()
@@ -227,7 +238,7 @@ fn idp_config(c: &Connection) -> Option<IdpConfig> {
         entity_id: idp["entity_id"].as_str()?.to_owned(),
         sso_redirect_url: idp["sso_url"].as_str()?.to_owned(),
         certificates_der,
-        allow_sha1: c.config["allow_sha1"].as_bool().unwrap_or(false),
+        allow_sha1: config["allow_sha1"].as_bool().unwrap_or(false),
     })
 }
 
