@@ -17,6 +17,7 @@ mod health;
 pub mod keys;
 pub mod oauth;
 mod public;
+mod request_metrics;
 mod review;
 pub mod webhooks;
 
@@ -24,8 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::middleware::Next;
+use axum::extract::DefaultBodyLimit;
 use axum::response::Response;
 use portcullis_core::{Clock, Timestamp};
 use portcullis_store::Store;
@@ -124,7 +124,7 @@ pub fn router(app: App) -> Router {
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(track_request))
+        .layer(request_metrics::TrackLayer)
         .layer(CatchPanicLayer::custom(|_| {
             // Defence in depth: no handler panics by design (clippy denies unwrap/expect/panic).
             error::ApiError::internal("panic", "a handler panicked").into_response_owned()
@@ -136,55 +136,6 @@ impl error::ApiError {
     fn into_response_owned(self) -> Response {
         axum::response::IntoResponse::into_response(self)
     }
-}
-
-/// Request count and latency by route template and status, for `/metrics`.
-async fn track_request(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = req.method().clone();
-    let started = std::time::Instant::now();
-    let res = next.run(req).await;
-    let (requests, latency) = request_metrics(route, method, res.status().as_u16());
-    requests.increment(1);
-    latency.record(started.elapsed().as_secs_f64());
-    res
-}
-
-type MetricKey = (String, axum::http::Method, u16);
-
-/// The counter and histogram of one (route, method, status), registered once: building a
-/// metric key with its labels on every request costs more than the request's own bookkeeping.
-fn request_metrics(
-    route: String,
-    method: axum::http::Method,
-    status: u16,
-) -> (metrics::Counter, metrics::Histogram) {
-    static HANDLES: std::sync::OnceLock<
-        std::sync::RwLock<
-            std::collections::HashMap<MetricKey, (metrics::Counter, metrics::Histogram)>,
-        >,
-    > = std::sync::OnceLock::new();
-    let map = HANDLES.get_or_init(Default::default);
-    let key = (route, method, status);
-    if let Some(h) = map.read().ok().and_then(|m| m.get(&key).cloned()) {
-        return h;
-    }
-    let (route, method, status) = key.clone();
-    let handles = (
-        metrics::counter!("portcullis_http_requests_total", "route" => route.clone(), "method" => method.as_str().to_owned(), "status" => status.to_string()),
-        metrics::histogram!("portcullis_http_request_duration_seconds", "route" => route, "method" => method.as_str().to_owned()),
-    );
-    if let Ok(mut m) = map.write() {
-        // Routes are templates, so the map stays small; the bound only guards against surprises.
-        if m.len() < 4096 {
-            m.insert(key, handles.clone());
-        }
-    }
-    handles
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
