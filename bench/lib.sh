@@ -22,6 +22,9 @@ _PIDS=()
 _DIRS=()
 _PG_CLUSTERS=()
 _API_STATUS_FILE="$OUT_DIR/.api-status.$$"
+# KVM guests with the haltpoll cpuidle driver: how long an idle vCPU polls before it halts.
+_HALT_POLL_FILE=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+_HALT_POLL_SAVED=""
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 2; }
@@ -41,6 +44,7 @@ bench_cleanup() {
         pg_stop "$c" || true
     done
     rm -f -- "$_API_STATUS_FILE"
+    if [ -n "$_HALT_POLL_SAVED" ]; then echo "$_HALT_POLL_SAVED" >"$_HALT_POLL_FILE" || true; fi
     for dir in "${_DIRS[@]:-}"; do
         [ -n "$dir" ] && rm -rf -- "$dir"
     done
@@ -49,6 +53,19 @@ bench_cleanup() {
 bench_init() {
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
+}
+
+# set_halt_poll NS — on a KVM guest whose cpuidle driver is haltpoll, let an idle vCPU poll for NS
+# nanoseconds before it halts; the previous value is restored on exit. Linux's default is 200000;
+# some hosts boot their guests with haltpoll.guest_halt_poll_ns=0, and then every wake-up of a
+# thread on an idle vCPU (the load generator, between responses) is a round trip through the
+# host that the waking process — the server, writing a response — pays for.
+set_halt_poll() {
+    [[ "$1" =~ ^[0-9]+$ ]] || die "HALT_POLL_NS is a number of nanoseconds, not '$1'"
+    [ -w "$_HALT_POLL_FILE" ] \
+        || die "HALT_POLL_NS needs a writable $_HALT_POLL_FILE (a KVM guest with the haltpoll cpuidle driver, as root)"
+    _HALT_POLL_SAVED="$(cat "$_HALT_POLL_FILE")"
+    echo "$1" >"$_HALT_POLL_FILE"
 }
 
 # Builds the release binary unless it is newer than every source file (SKIP_BUILD=1 skips).
@@ -194,4 +211,5 @@ conditions() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); nproc: $(nproc); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "source: commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo ' plus uncommitted changes in crates/')"
     echo "cpu: $(awk -F: '/model name/ {gsub(/^ /,"",$2); print $2; exit}' /proc/cpuinfo); kernel: $(uname -r)"
+    echo "idle: cpuidle driver $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none), guest_halt_poll_ns $(cat "$_HALT_POLL_FILE" 2>/dev/null || echo n/a)"
 }

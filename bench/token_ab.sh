@@ -13,6 +13,8 @@
 
 source "$(dirname "$0")/lib.sh"
 bench_init
+# HALT_POLL_NS=200000: idle vCPUs poll before halting (Linux's default), for this run only.
+[ -z "${HALT_POLL_NS:-}" ] || set_halt_poll "$HALT_POLL_NS"
 export -n PORTCULLIS_BIN 2>/dev/null || true
 
 [ "$#" -ge 2 ] || die "usage: bench/token_ab.sh A_BIN B_BIN [C_BIN …]"
