@@ -46,7 +46,7 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let route = req.extensions().get::<MatchedPath>().cloned();
-        let method = req.method().clone();
+        let method = method_label(req.method());
         TrackFuture {
             inner: self.inner.call(req),
             route,
@@ -61,7 +61,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         route: Option<MatchedPath>,
-        method: Method,
+        method: &'static str,
         started: Instant,
     }
 }
@@ -88,17 +88,34 @@ where
     }
 }
 
+/// The method as a label: HTTP allows any token as a method, and every distinct label set is a
+/// series the recorder keeps forever, so methods no route serves are counted together.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 type Handles = (metrics::Counter, metrics::Histogram);
 /// Route template → (method, status) → handles. Two levels so that a lookup borrows the route.
-type HandleMap = HashMap<String, HashMap<(Method, u16), Handles>>;
+/// Bounded: routes are templates (or "unmatched"), methods the labels above, and statuses those
+/// the handlers answer.
+type HandleMap = HashMap<String, HashMap<(&'static str, u16), Handles>>;
 
 /// Counts one request and records its latency. Each label set is registered with the recorder
 /// once: building a metric key with its labels on every request costs more than the request's
 /// own bookkeeping.
-fn record(route: &str, method: &Method, status: u16, seconds: f64) {
+fn record(route: &str, method: &'static str, status: u16, seconds: f64) {
     static HANDLES: OnceLock<RwLock<HandleMap>> = OnceLock::new();
     let map = HANDLES.get_or_init(Default::default);
-    let key = (method.clone(), status);
+    let key = (method, status);
     if let Ok(m) = map.read()
         && let Some((requests, latency)) = m.get(route).and_then(|r| r.get(&key))
     {
@@ -107,8 +124,8 @@ fn record(route: &str, method: &Method, status: u16, seconds: f64) {
         return;
     }
     let (requests, latency) = (
-        metrics::counter!("portcullis_http_requests_total", "route" => route.to_owned(), "method" => method.as_str().to_owned(), "status" => status.to_string()),
-        metrics::histogram!("portcullis_http_request_duration_seconds", "route" => route.to_owned(), "method" => method.as_str().to_owned()),
+        metrics::counter!("portcullis_http_requests_total", "route" => route.to_owned(), "method" => method, "status" => status.to_string()),
+        metrics::histogram!("portcullis_http_request_duration_seconds", "route" => route.to_owned(), "method" => method),
     );
     requests.increment(1);
     latency.record(seconds);

@@ -33,6 +33,20 @@ async fn health_readiness_and_metrics(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = s.admin_get("/environments/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Any token is a valid HTTP method; methods no route serves share one label, so that a
+    // client cannot mint metric series without bound.
+    for m in ["FROBNICATE", "X-ANY"] {
+        let res = s
+            .client()
+            .request(
+                reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
+                s.at("/healthz"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{m}");
+    }
     let res = get("/metrics").await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(
@@ -53,6 +67,18 @@ async fn health_readiness_and_metrics(backend: Backend) {
     );
     assert!(
         has(&[r#"route="/admin/v1/environments/{env}""#, r#"status="404""#]),
+        "{text}"
+    );
+    assert!(
+        has(&[
+            r#"route="/healthz""#,
+            r#"method="other""#,
+            r#"status="405""#
+        ]),
+        "{text}"
+    );
+    assert!(
+        !text.contains("FROBNICATE") && !text.contains("X-ANY"),
         "{text}"
     );
     assert!(
