@@ -215,11 +215,22 @@ pub async fn rotate_master_key(flags: ServerFlags) -> i32 {
         return fail(format!("cannot write {}: {e}", next_path.display()));
     }
     let reseal = |kid: &str, env: &str, sealed: &[u8]| -> Result<Vec<u8>, String> {
-        // Webhook secrets come through here too, under their own associated data.
-        let aad = if kid.starts_with("whk_") {
+        // Webhook and connection secrets come through here too, each under its own associated
+        // data; their IDs carry their kind.
+        use portcullis_core::ids::{ConnectionId, EnvId, PrefixedId, WebhookId};
+        let of_kind = |prefix: &str| {
+            kid.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('_'))
+        };
+        let aad = if of_kind(WebhookId::PREFIX) {
             portcullis_events::dispatcher::secret_aad(
-                &portcullis_core::ids::WebhookId::from_stored(kid.to_owned()),
-                &portcullis_core::ids::EnvId::from_stored(env.to_owned()),
+                &WebhookId::from_stored(kid.to_owned()),
+                &EnvId::from_stored(env.to_owned()),
+            )
+        } else if of_kind(ConnectionId::PREFIX) {
+            portcullis_server::admin::connection_secrets_aad(
+                &ConnectionId::from_stored(kid.to_owned()),
+                env,
             )
         } else {
             portcullis_server::keys::seal_aad(kid, env)

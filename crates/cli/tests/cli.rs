@@ -381,8 +381,9 @@ async fn audit_verify_names_a_tail_truncated_below_a_checkpoint(backend: Backend
     );
 }
 
-/// `master-key rotate` with the server stopped: every signing key re-sealed, the old key file
-/// kept, and the server starts on the new key with the same keys signing.
+/// `master-key rotate` with the server stopped: every signing key and every connection's secrets
+/// re-sealed, the old key file kept, and the server starts on the new key with the same keys
+/// signing and the same connection secrets opening.
 async fn master_key_rotate_reseals_and_the_same_keys_sign(backend: Backend) {
     let s = TestServer::start(backend).await.unwrap();
     let (_, env) = s
@@ -404,6 +405,60 @@ async fn master_key_rotate_reseals_and_the_same_keys_sign(backend: Backend) {
     let (_, jwks_before) = s
         .request(reqwest::Method::GET, "/e/prod/jwks.json", None, None)
         .await;
+    // Connections keep secrets sealed under the master key too: an upstream OIDC client secret,
+    // a SAML connection's SP private keys.
+    let (st, org) = s
+        .admin_post(
+            "/environments/prod/organizations",
+            json!({ "name": "Acme" }),
+        )
+        .await;
+    assert_eq!(st, reqwest::StatusCode::CREATED, "{org}");
+    let conns = format!(
+        "/environments/prod/organizations/{}/connections",
+        org["id"].as_str().unwrap()
+    );
+    let idp_der =
+        portcullis_crypto::jws::generate_pkcs8(portcullis_core::model::SigningAlg::ES256).unwrap();
+    let idp_jwk = portcullis_crypto::SigningKey::from_pkcs8(
+        "idp-1",
+        portcullis_core::model::SigningAlg::ES256,
+        &idp_der,
+    )
+    .unwrap()
+    .public_jwk();
+    let mut connection_ids = Vec::new();
+    for body in [
+        json!({ "type": "oidc", "name": "entra", "client_secret": "upstream-secret", "oidc": {
+            "issuer": "https://login.acme.test/tenant", "client_id": "portcullis",
+            "authorization_endpoint": "https://login.acme.test/tenant/authorize",
+            "token_endpoint": "https://login.acme.test/tenant/token",
+            "jwks": { "keys": [idp_jwk] },
+        }}),
+        json!({ "type": "saml", "name": "adfs", "saml": {} }),
+    ] {
+        let (st, c) = s.admin_post(&conns, body).await;
+        assert_eq!(st, reqwest::StatusCode::CREATED, "{c}");
+        connection_ids.push(portcullis_core::ids::ConnectionId::from_stored(
+            c["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let open_secrets = async |s: &TestServer| {
+        let mut out = Vec::new();
+        for id in &connection_ids {
+            let c = s.app().store.get_connection(&env_id, id).await.unwrap();
+            let sealed = c.sealed_secrets.expect("sealed secrets");
+            let aad = portcullis_server::admin::connection_secrets_aad(id, env_id.as_str());
+            let plain = s.app().keys.master().open(&aad, &sealed).unwrap();
+            out.push((sealed, plain.to_vec()));
+        }
+        out
+    };
+    let secrets_before = open_secrets(&s).await;
+    assert!(
+        String::from_utf8_lossy(&secrets_before[0].1).contains("upstream-secret"),
+        "the OIDC connection's sealed secrets hold its client secret"
+    );
     let storage = s.stop().await.unwrap();
     let dir = storage.data_dir().to_owned();
     let old_key = std::fs::read_to_string(dir.join("master.key")).unwrap();
@@ -446,6 +501,33 @@ async fn master_key_rotate_reseals_and_the_same_keys_sign(backend: Backend) {
         .find(|k| k["kid"] == kid)
         .unwrap();
     assert!(portcullis_crypto::jws::verify_compact(jwk, &token).is_some());
+    let secrets_after = open_secrets(&s).await;
+    for ((sealed_before, plain_before), (sealed_after, plain_after)) in
+        secrets_before.iter().zip(&secrets_after)
+    {
+        assert_ne!(sealed_after, sealed_before, "re-sealed, not left as it was");
+        assert_eq!(
+            plain_after, plain_before,
+            "the same secrets under the new key"
+        );
+    }
+    let records = s
+        .app()
+        .store
+        .audit_records(portcullis_core::audit::GLOBAL_CHAIN, 0, None)
+        .await
+        .unwrap();
+    let rotation = records
+        .iter()
+        .find(|r| r.action == "master_key.rotate")
+        .expect("the rotation is audited");
+    assert!(
+        rotation
+            .detail
+            .contains(r#""connection_secrets_resealed":2"#),
+        "{}",
+        rotation.detail
+    );
     s.stop().await.unwrap();
 
     // The old key no longer opens the database.

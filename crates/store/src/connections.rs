@@ -377,3 +377,30 @@ impl Store {
         })
     }
 }
+
+/// Re-seals every connection's secrets (an OIDC connection's client secret, a SAML connection's
+/// SP private keys) with `reseal` (master-key rotation, inside its transaction). Returns how
+/// many connections had secrets.
+pub(crate) async fn reseal_connection_secrets(
+    conn: &mut Conn,
+    reseal: &crate::Reseal<'_>,
+) -> Result<usize> {
+    let rows = sqlx::query(
+        "SELECT id, env_id, secrets FROM connections WHERE secrets IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &rows {
+        let id: String = r.try_get("id")?;
+        let env: String = r.try_get("env_id")?;
+        let sealed: Vec<u8> = r.try_get("secrets")?;
+        let resealed = reseal(&id, &env, &sealed)
+            .map_err(|e| StoreError::Corrupt(format!("secrets of connection {id}: {e}")))?;
+        sqlx::query("UPDATE connections SET secrets = $2 WHERE id = $1")
+            .bind(&id)
+            .bind(resealed)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(rows.len())
+}

@@ -186,8 +186,9 @@ impl Store {
     /// Re-seals every private key (master-key rotation) in one transaction: `reseal` gets each
     /// key's ID, environment and sealed bytes and returns the new sealed bytes, or an error that
     /// aborts the whole rotation. `check` is the new master key's canary value. Webhook signing
-    /// secrets are re-sealed in the same transaction, through the same `reseal` (their IDs are
-    /// `whk_…`). Returns the number of signing keys.
+    /// secrets and connection secrets are re-sealed in the same transaction, through the same
+    /// `reseal` (their IDs are `whk_…` and `conn_…`), so that nothing stays sealed under the old
+    /// key. Returns the number of signing keys.
     pub async fn reseal_signing_keys(
         &self,
         actor: &str,
@@ -198,9 +199,11 @@ impl Store {
     ) -> Result<usize> {
         let mut tx = self.begin().await?;
         if self.backend == crate::Backend::Postgres {
-            // No key may be inserted under the old master key while the rotation runs (SQLite
+            // Nothing may be sealed under the old master key while the rotation runs (SQLite
             // already serialises writers).
-            sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
+            sqlx::query(
+                "LOCK TABLE signing_keys, webhook_endpoints, connections IN SHARE ROW EXCLUSIVE MODE",
+            )
                 .execute(&mut *tx)
                 .await?;
         }
@@ -222,6 +225,8 @@ impl Store {
             n += 1;
         }
         let webhook_secrets = crate::webhooks::reseal_webhook_secrets(&mut tx, reseal).await?;
+        let connection_secrets =
+            crate::connections::reseal_connection_secrets(&mut tx, reseal).await?;
         sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(check.0)
             .bind(check.1)
@@ -235,7 +240,7 @@ impl Store {
                 actor,
                 "master_key.rotate",
                 "master_key",
-                json!({ "keys_resealed": n, "webhook_secrets_resealed": webhook_secrets, "fingerprint": new_fingerprint }),
+                json!({ "keys_resealed": n, "webhook_secrets_resealed": webhook_secrets, "connection_secrets_resealed": connection_secrets, "fingerprint": new_fingerprint }),
             ),
         )
         .await?;

@@ -104,7 +104,8 @@ pub fn routes() -> Router<App> {
         .route("/audit/verify", get(logs::global_audit_verify))
 }
 
-pub(crate) use connections::{load as load_connection, secrets_aad as connection_secrets_aad};
+pub(crate) use connections::load as load_connection;
+pub use connections::secrets_aad as connection_secrets_aad;
 
 /// The admin view of a connection.
 pub(crate) fn connection_view(c: &portcullis_core::sso::Connection) -> connections::ConnectionView {

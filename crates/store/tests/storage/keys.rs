@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use portcullis_core::audit::GLOBAL_CHAIN;
-use portcullis_core::ids::{ApiKeyId, EnvId, SigningKeyId};
+use portcullis_core::ids::{ApiKeyId, ConnectionId, EnvId, SigningKeyId};
 use portcullis_core::model::{ApiKey, ApiKeyKind, KeyState, SigningKeyInfo};
+use portcullis_core::sso::{Connection, ConnectionState, ConnectionType};
 use portcullis_crypto::{MasterKey, SystemRandom, generate_secret, secret_digest};
 use portcullis_store::{NewApiKey, Reseal, StoreError};
 use serde_json::json;
@@ -200,6 +201,54 @@ pub async fn master_key_reseal_is_all_or_nothing(db: &Db) {
     };
     let original = sealed().await;
     assert_eq!(original.len(), 4);
+    // A connection's secrets are sealed under the master key too (the store does not care with
+    // which associated data; here the same as the keys').
+    let org = db
+        .store
+        .create_organization(
+            ACTOR,
+            at(40),
+            &a.id,
+            db.new_organization("Acme", &["acme.test"]),
+        )
+        .await
+        .unwrap();
+    let conn_id: ConnectionId = db.store.new_id(at(40));
+    let conn_secret = db
+        .master
+        .seal(
+            &SystemRandom,
+            &seal_aad(conn_id.as_str(), a.id.as_str()),
+            b"upstream-secret",
+        )
+        .unwrap();
+    db.store
+        .create_connection(
+            ACTOR,
+            at(40),
+            Connection {
+                id: conn_id.clone(),
+                env_id: a.id.clone(),
+                org_id: org.id,
+                kind: ConnectionType::Oidc,
+                name: "sso".into(),
+                state: ConnectionState::Draft,
+                config: json!({}),
+                sealed_secrets: Some(conn_secret.clone()),
+                created_at: at(40),
+                updated_at: at(40),
+            },
+        )
+        .await
+        .unwrap();
+    let conn_sealed = async || {
+        db.store
+            .get_connection(&a.id, &conn_id)
+            .await
+            .unwrap()
+            .sealed_secrets
+            .unwrap()
+    };
     let (new_master, _) = MasterKey::generate(&SystemRandom);
     let reseal_all = |kid: &str, env: &str, blob: &[u8]| -> Result<Vec<u8>, String> {
         let aad = seal_aad(kid, env);
@@ -215,9 +264,17 @@ pub async fn master_key_reseal_is_all_or_nothing(db: &Db) {
         }
         reseal_all(kid, env, blob)
     };
+    // Fails on the connection, after every signing key was re-sealed.
+    let fail_connection = |kid: &str, env: &str, blob: &[u8]| -> Result<Vec<u8>, String> {
+        if kid.starts_with("conn_") {
+            return Err("the connection's secrets do not open".into());
+        }
+        reseal_all(kid, env, blob)
+    };
     let check = ("master_key_check", "new-canary");
 
     let before = db.counts().await;
+    let head = db.store.audit_head(GLOBAL_CHAIN).await.unwrap();
     let err = db
         .store
         .reseal_signing_keys(ACTOR, at(50), &fail_second as &Reseal, check, "fp-new")
@@ -226,9 +283,21 @@ pub async fn master_key_reseal_is_all_or_nothing(db: &Db) {
     assert!(err.to_string().contains("the HSM went away"), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(sealed().await, original, "a failed reseal changes no key");
+    let err = db
+        .store
+        .reseal_signing_keys(ACTOR, at(55), &fail_connection as &Reseal, check, "fp-new")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("secrets of connection"), "{err}");
+    assert_eq!(
+        sealed().await,
+        original,
+        "a reseal failing late changes no key"
+    );
+    assert_eq!(conn_sealed().await, conn_secret);
     assert_eq!(db.counts().await, before);
     assert_eq!(db.store.setting(check.0).await.unwrap(), None);
-    assert_eq!(db.store.audit_head(GLOBAL_CHAIN).await.unwrap(), None);
+    assert_eq!(db.store.audit_head(GLOBAL_CHAIN).await.unwrap(), head);
 
     let n = db
         .store
@@ -256,10 +325,27 @@ pub async fn master_key_reseal_is_all_or_nothing(db: &Db) {
     let records = db.store.audit_records(GLOBAL_CHAIN, 0, None).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].action, "master_key.rotate");
+    let rotation = records
+        .iter()
+        .find(|r| r.action == "master_key.rotate")
+        .expect("the rotation is audited");
     assert!(
-        records[0].detail.contains(r#""keys_resealed":4"#),
+        rotation.detail.contains(r#""keys_resealed":4"#)
+            && rotation
+                .detail
+                .contains(r#""connection_secrets_resealed":1"#),
         "{}",
-        records[0].detail
+        rotation.detail
     );
+    let conn_aad = seal_aad(conn_id.as_str(), a.id.as_str());
+    let resealed_secret = conn_sealed().await;
+    assert_eq!(
+        new_master
+            .open(&conn_aad, &resealed_secret)
+            .unwrap()
+            .to_vec(),
+        b"upstream-secret".to_vec()
+    );
+    assert!(db.master.open(&conn_aad, &resealed_secret).is_err());
     assert_eq!(db.verify(GLOBAL_CHAIN).await.broken, None);
 }
