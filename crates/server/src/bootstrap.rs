@@ -41,6 +41,8 @@ pub enum BootstrapError {
     AdminKey(String),
     #[error("demo environment: {0}")]
     Demo(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What the first start produced, for the operator to read once.
@@ -232,6 +234,7 @@ impl Bootstrap {
             },
             credential_policy: config.credential_policy(),
             max_body_bytes: config.max_body_bytes,
+            trusted_proxies: config.trusted_proxies()?,
             metrics: metrics_handle(),
             passwords: portcullis_oidc::password::Passwords::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),

@@ -35,6 +35,7 @@ pub struct Config {
     pub key_lifetime_days: i64,
     pub key_grace_days: i64,
     pub max_body_bytes: usize,
+    pub trusted_proxies: String,
     pub egress_proxy: String,
     pub egress_timeout_seconds: u64,
     pub egress_max_response_bytes: usize,
@@ -127,6 +128,12 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<portcullis_egress::addr::Cidr>, ConfigError> {
+        crate::client_addr::parse_trusted(&self.trusted_proxies)
+            .map_err(|e| ConfigError(format!("`trusted_proxies`: {e}")))
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         self.listen.parse::<std::net::SocketAddr>().map_err(|_| {
             ConfigError(format!(
@@ -162,6 +169,7 @@ impl Config {
                 "`egress_timeout_seconds` must be 1 to 300 and `egress_max_response_bytes` 1024 to 1 GiB".into(),
             ));
         }
+        self.trusted_proxies()?;
         let proxy_ok = ["http://", "https://"]
             .iter()
             .any(|p| self.egress_proxy.starts_with(p));
@@ -322,6 +330,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen, "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn trusted_proxies_are_checked_at_load() {
+        let c = Config::load(
+            None,
+            env(&[("PORTCULLIS_TRUSTED_PROXIES", "10.0.0.0/8, fd00::1")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies().unwrap().len(), 2);
+        assert!(
+            Config::load(None, env(&[]), &[])
+                .unwrap()
+                .trusted_proxies()
+                .unwrap()
+                .is_empty(),
+            "none by default"
+        );
+        let e =
+            Config::load(None, env(&[]), &[("trusted_proxies", "lb.internal".into())]).unwrap_err();
+        assert!(
+            e.0.contains("`trusted_proxies`") && e.0.contains("lb.internal"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod bootstrap;
 pub mod checkpoints;
+pub mod client_addr;
 pub mod config;
 pub mod credentials;
 pub mod declarative;
@@ -45,6 +46,8 @@ pub struct AppInner {
     /// When each kind of machine credential is due for rotation (`credentials report`).
     pub credential_policy: portcullis_core::credential::RotationPolicy,
     pub max_body_bytes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`client_addr`).
+    pub trusted_proxies: Vec<portcullis_egress::addr::Cidr>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Argon2id hashing and verification, bounded to the number of cores.
     pub passwords: portcullis_oidc::password::Passwords,

@@ -10,10 +10,7 @@
 //! - cross-organization sign-in: the user must belong to the organization that owns the email
 //!   domain and to the `organization` hint when one is given.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, RawQuery, State};
-use axum::http::request::Parts;
+use axum::extract::{Form, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
@@ -36,21 +33,6 @@ const FLOW_COOKIE: &str = "pc_flow";
 const SESSION_COOKIE: &str = "pc_session";
 const AUTH_REQUEST_TTL_S: i64 = 600;
 const SESSION_TTL_S: i64 = 8 * 3600;
-
-/// The peer address, or `unknown` when the server runs without connection info.
-pub struct ClientAddr(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".into(), |c| c.0.ip().to_string()),
-        ))
-    }
-}
 
 fn random_handle() -> String {
     let mut b = [0u8; 32];
@@ -547,7 +529,7 @@ const WRONG: &str = "The email or password is not correct.";
 pub async fn password_post(
     State(app): State<App>,
     Path(env): Path<String>,
-    ClientAddr(addr): ClientAddr,
+    crate::client_addr::ClientAddr(addr): crate::client_addr::ClientAddr,
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {

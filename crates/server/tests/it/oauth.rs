@@ -450,6 +450,7 @@ pub fn alert(a: &Answer) -> String {
 pub struct Browser {
     http: reqwest::Client,
     cookies: BTreeMap<String, String>,
+    forwarded_for: Option<String>,
 }
 
 impl Browser {
@@ -457,7 +458,15 @@ impl Browser {
         Self {
             http: s.client().clone(),
             cookies: BTreeMap::new(),
+            forwarded_for: None,
         }
+    }
+
+    /// Sends `X-Forwarded-For: value` with every request, as a reverse proxy (or a client
+    /// pretending to be one) would.
+    pub fn forwarded_for(mut self, value: &str) -> Self {
+        self.forwarded_for = Some(value.to_owned());
+        self
     }
 
     pub fn cookie(&self, name: &str) -> Option<&str> {
@@ -469,6 +478,10 @@ impl Browser {
     }
 
     fn with_cookies(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = match &self.forwarded_for {
+            Some(v) => req.header("x-forwarded-for", v),
+            None => req,
+        };
         if self.cookies.is_empty() {
             return req;
         }

@@ -262,6 +262,75 @@ async fn prompt_none_needs_a_session_and_state_is_echoed_exactly() {
     );
 }
 
+/// The address a sign-in is audited (and rate limited) under: the peer's, unless the peer is a
+/// configured trusted proxy, and then the client its `X-Forwarded-For` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let actors = async |s: &TestServer, slug: &str| -> Vec<String> {
+        audit(s, slug)
+            .await
+            .into_iter()
+            .filter(|r| r["action"] == "authentication.password")
+            .map(|r| r["actor"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Default: no trusted proxies, so a client that writes the header is not believed.
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let t = Tenant::new(&s, "direct", "ES256").await;
+    let app = create_client(&s, &t, web_app()).await;
+    let mut b = Browser::new(&s).forwarded_for("203.0.113.7");
+    let req = b
+        .start(&t, &code_request(&t, &app, &Pkce::new(), "s"))
+        .await;
+    let wrong = b
+        .submit_password(&t, &req, &t.email, "wrong password")
+        .await;
+    assert_page(&wrong, StatusCode::UNAUTHORIZED);
+    assert_eq!(actors(&s, &t.slug).await, ["browser:127.0.0.1"]);
+
+    // Behind a trusted proxy (the tests connect from 127.0.0.1): the right-most hop that is not a
+    // trusted proxy is the client, and what the client wrote left of it is ignored.
+    let s = TestServer::builder()
+        .flag("trusted_proxies", "127.0.0.0/8, 10.0.0.0/8")
+        .start()
+        .await
+        .unwrap();
+    let t = Tenant::new(&s, "proxied", "ES256").await;
+    let app = create_client(&s, &t, web_app()).await;
+    for (header, _) in [
+        (
+            "198.51.100.1, 203.0.113.7",
+            "client-written hop on the left",
+        ),
+        ("203.0.113.7, 10.1.2.3", "an inner proxy on the right"),
+    ] {
+        let mut b = Browser::new(&s).forwarded_for(header);
+        let req = b
+            .start(&t, &code_request(&t, &app, &Pkce::new(), "s"))
+            .await;
+        let wrong = b
+            .submit_password(&t, &req, &t.email, "wrong password")
+            .await;
+        assert_page(&wrong, StatusCode::UNAUTHORIZED);
+    }
+    let mut b = Browser::new(&s).forwarded_for("unknown");
+    let req = b
+        .start(&t, &code_request(&t, &app, &Pkce::new(), "s"))
+        .await;
+    let wrong = b
+        .submit_password(&t, &req, &t.email, "wrong password")
+        .await;
+    assert_page(&wrong, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        actors(&s, &t.slug).await,
+        [
+            "browser:203.0.113.7",
+            "browser:203.0.113.7",
+            "browser:127.0.0.1"
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_users_and_wrong_passwords_look_alike_and_are_audited() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
