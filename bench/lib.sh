@@ -31,6 +31,9 @@ die() { log "error: $*"; exit 2; }
 
 bench_cleanup() {
     local pid dir c
+    # A second Ctrl-C must not cut the cleanup short; the machine setting goes back first.
+    trap '' INT TERM
+    if [ -n "$_HALT_POLL_SAVED" ]; then echo "$_HALT_POLL_SAVED" >"$_HALT_POLL_FILE" || true; fi
     for pid in "${_PIDS[@]:-}"; do
         [ -n "$pid" ] || continue
         if kill -0 "$pid" 2>/dev/null; then
@@ -44,7 +47,6 @@ bench_cleanup() {
         pg_stop "$c" || true
     done
     rm -f -- "$_API_STATUS_FILE"
-    if [ -n "$_HALT_POLL_SAVED" ]; then echo "$_HALT_POLL_SAVED" >"$_HALT_POLL_FILE" || true; fi
     for dir in "${_DIRS[@]:-}"; do
         [ -n "$dir" ] && rm -rf -- "$dir"
     done

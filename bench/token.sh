@@ -113,7 +113,7 @@ mk_tmp DATA
 PORT="$(free_port)"
 if [ -n "$SERVER_CPUS" ]; then
     # `exec` keeps the server's PID, which the CPU accounting below reads.
-    printf '#!/bin/sh\nexec taskset -c %s %s "$@"\n' "$SERVER_CPUS" "$BIN" >"$DATA/pinned-server"
+    printf '#!/usr/bin/env bash\nexec taskset -c %q %q "$@"\n' "$SERVER_CPUS" "$BIN" >"$DATA/pinned-server"
     chmod +x "$DATA/pinned-server"
     BIN="$DATA/pinned-server"
 fi

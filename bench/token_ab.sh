@@ -13,13 +13,15 @@
 
 source "$(dirname "$0")/lib.sh"
 bench_init
-# HALT_POLL_NS=200000: idle vCPUs poll before halting (Linux's default), for this run only.
-[ -z "${HALT_POLL_NS:-}" ] || set_halt_poll "$HALT_POLL_NS"
 export -n PORTCULLIS_BIN 2>/dev/null || true
 
 [ "$#" -ge 2 ] || die "usage: bench/token_ab.sh A_BIN B_BIN [C_BIN …]"
 ROUNDS="${ROUNDS:-5}"
 DURATION="${DURATION:-6}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ && "$DURATION" =~ ^[1-9][0-9]*$ ]] \
+    || die "ROUNDS and DURATION are positive whole numbers"
+# HALT_POLL_NS=200000: idle vCPUs poll before halting (Linux's default), for this run only.
+[ -z "${HALT_POLL_NS:-}" ] || set_halt_poll "$HALT_POLL_NS"
 CONNECTIONS="${CONNECTIONS:-64}"
 SERVER_CPUS="${SERVER_CPUS:-0}"
 WRK_CPUS="${WRK_CPUS:-1}"
@@ -32,7 +34,7 @@ BINS=("$@")
 URLS=() PIDS=() BASICS=()
 for i in "${!BINS[@]}"; do
     [ -x "${BINS[$i]}" ] || die "not an executable: ${BINS[$i]}"
-    printf '#!/bin/sh\nexec taskset -c %s %s "$@"\n' "$SERVER_CPUS" "${BINS[$i]}" >"$SCRATCH/pinned-$i"
+    printf '#!/usr/bin/env bash\nexec taskset -c %q %q "$@"\n' "$SERVER_CPUS" "${BINS[$i]}" >"$SCRATCH/pinned-$i"
     chmod +x "$SCRATCH/pinned-$i"
     BIN="$SCRATCH/pinned-$i"
     start_server "$SCRATCH/data-$i" "$(free_port)" --demo

@@ -6,8 +6,11 @@
 //! - `X-Forwarded-For` is read only when the peer itself is a trusted proxy. Its hops are read
 //!   from right to left (the right-most was appended by the proxy that connected to us); each hop
 //!   that is a trusted proxy is skipped, and the first one that is not is the client.
-//! - A hop that is not an IP address ("unknown", an obfuscated name, garbage) ends the walk at the
-//!   last trusted hop reached: nothing written left of it can be vouched for.
+//! - A hop that is not an IP address ("unknown", an obfuscated name, garbage, bytes that are not
+//!   text) ends the walk at the last trusted hop reached: nothing written left of it can be
+//!   vouched for. Hops are split on the raw bytes, so a bad hop a client wrote cannot spoil the
+//!   hops a proxy appended to the same line. Empty items (`a,,b`, a trailing comma) are skipped,
+//!   as HTTP's list syntax says.
 //! - When every hop is a trusted proxy, the left-most one is the client.
 //! - IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`, a dual-stack listener) compare as IPv4.
 
@@ -36,7 +39,7 @@ impl FromRequestParts<App> for ClientAddr {
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .map(|v| v.to_str().unwrap_or("?"));
+            .map(|v| v.as_bytes());
         Ok(Self(
             resolve(peer, forwarded, &app.trusted_proxies).to_string(),
         ))
@@ -46,7 +49,7 @@ impl FromRequestParts<App> for ClientAddr {
 /// The client's address from the peer's and the `X-Forwarded-For` values, in header order.
 pub fn resolve<'a>(
     peer: IpAddr,
-    forwarded_for: impl Iterator<Item = &'a str>,
+    forwarded_for: impl Iterator<Item = &'a [u8]>,
     trusted: &[Cidr],
 ) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
@@ -54,7 +57,10 @@ pub fn resolve<'a>(
     if !is_trusted(client) {
         return client;
     }
-    let hops: Vec<&str> = forwarded_for.flat_map(|v| v.split(',')).collect();
+    let hops: Vec<&[u8]> = forwarded_for
+        .flat_map(|v| v.split(|b| *b == b','))
+        .filter(|h| !h.trim_ascii().is_empty())
+        .collect();
     for hop in hops.iter().rev() {
         let Some(ip) = hop_addr(hop) else {
             return client;
@@ -67,10 +73,15 @@ pub fn resolve<'a>(
     client
 }
 
-/// One hop: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1` or `[2001:db8::1]:4711`.
-fn hop_addr(hop: &str) -> Option<IpAddr> {
-    let hop = hop.trim();
-    hop.parse::<IpAddr>()
+/// One hop: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]` or
+/// `[2001:db8::1]:4711`.
+fn hop_addr(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop.trim_ascii()).ok()?;
+    let bare = hop
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(hop);
+    bare.parse::<IpAddr>()
         .ok()
         .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
         .map(|ip| ip.to_canonical())
@@ -82,16 +93,24 @@ pub fn parse_trusted(text: &str) -> Result<Vec<Cidr>, String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            if s.contains('/') {
-                Cidr::parse(s)
+            let c = if s.contains('/') {
+                Cidr::parse(s)?
             } else {
-                s.parse::<IpAddr>()
-                    .map(|addr| Cidr {
-                        addr,
-                        prefix: if addr.is_ipv4() { 32 } else { 128 },
-                    })
-                    .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
+                let addr = s
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+                Cidr {
+                    addr,
+                    prefix: if addr.is_ipv4() { 32 } else { 128 },
+                }
+            };
+            // Peers and hops compare in their IPv4 form, so a mapped block would never match.
+            if c.addr.is_ipv6() && c.addr.to_canonical().is_ipv4() {
+                return Err(format!(
+                    "{s:?} is an IPv4-mapped block: write it in IPv4 form"
+                ));
             }
+            Ok(c)
         })
         .collect()
 }
@@ -107,7 +126,7 @@ mod tests {
     fn client(peer: &str, xff: &[&str], trusted: &str) -> IpAddr {
         resolve(
             ip(peer),
-            xff.iter().copied(),
+            xff.iter().map(|h| h.as_bytes()),
             &parse_trusted(trusted).unwrap(),
         )
     }
@@ -164,6 +183,36 @@ mod tests {
     }
 
     #[test]
+    fn a_client_cannot_spoil_the_hops_a_proxy_appended() {
+        let t = parse_trusted("10.0.0.0/8").unwrap();
+        // The proxy appended the real address to the line the client sent, which holds bytes
+        // that are not text: only the client's own hop is unreadable.
+        let line: &[u8] = b"\xff\xfe, 203.0.113.7";
+        assert_eq!(
+            resolve(ip("10.0.0.5"), [line].into_iter(), &t),
+            ip("203.0.113.7")
+        );
+        // Empty items and blank lines are skipped, not taken for the end of the list.
+        assert_eq!(
+            client(
+                "10.0.0.5",
+                &["203.0.113.7,", " ", "10.1.1.1, ,"],
+                "10.0.0.0/8"
+            ),
+            ip("203.0.113.7")
+        );
+        // Bracketed IPv6 without a port, and mapped IPv4 inside the header.
+        assert_eq!(
+            client("10.0.0.5", &["[2001:db8::7]"], "10.0.0.0/8"),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            client("10.0.0.5", &["::ffff:203.0.113.7"], "10.0.0.0/8"),
+            ip("203.0.113.7")
+        );
+    }
+
+    #[test]
     fn all_trusted_gives_the_left_most_hop() {
         assert_eq!(
             client("10.0.0.5", &["10.9.9.9, 10.8.8.8"], "10.0.0.0/8"),
@@ -193,6 +242,11 @@ mod tests {
             parse_trusted("10.0.0.1/8")
                 .unwrap_err()
                 .contains("host bits")
+        );
+        assert!(
+            parse_trusted("::ffff:10.0.0.0/104")
+                .unwrap_err()
+                .contains("IPv4 form")
         );
     }
 }

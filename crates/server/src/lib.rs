@@ -127,11 +127,12 @@ pub fn router(app: App) -> Router {
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(request_metrics::TrackLayer)
         .layer(CatchPanicLayer::custom(|_| {
             // Defence in depth: no handler panics by design (clippy denies unwrap/expect/panic).
             error::ApiError::internal("panic", "a handler panicked").into_response_owned()
         }))
+        // Outside the panic catcher, so that a caught panic's 500 is counted too.
+        .layer(request_metrics::TrackLayer)
         .with_state(app)
 }
 
