@@ -7,6 +7,7 @@ use portcullis_core::SystemClock;
 use portcullis_crypto::{MasterKey, SystemRandom};
 use portcullis_server::bootstrap::{canary_for, open_store};
 use portcullis_server::{Bootstrap, Config};
+use portcullis_store::Sealed;
 
 use crate::ServerFlags;
 
@@ -214,26 +215,19 @@ pub async fn rotate_master_key(flags: ServerFlags) -> i32 {
     if let Err(e) = write_new(&next_path, &text) {
         return fail(format!("cannot write {}: {e}", next_path.display()));
     }
-    let reseal = |kid: &str, env: &str, sealed: &[u8]| -> Result<Vec<u8>, String> {
-        // Webhook and connection secrets come through here too, each under its own associated
-        // data; their IDs carry their kind.
-        use portcullis_core::ids::{ConnectionId, EnvId, PrefixedId, WebhookId};
-        let of_kind = |prefix: &str| {
-            kid.strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('_'))
-        };
-        let aad = if of_kind(WebhookId::PREFIX) {
-            portcullis_events::dispatcher::secret_aad(
-                &WebhookId::from_stored(kid.to_owned()),
+    let reseal = |kind: Sealed, id: &str, env: &str, sealed: &[u8]| -> Result<Vec<u8>, String> {
+        // Each kind of sealed value has associated data of its own.
+        use portcullis_core::ids::{ConnectionId, EnvId, WebhookId};
+        let aad = match kind {
+            Sealed::SigningKey => portcullis_server::keys::seal_aad(id, env),
+            Sealed::WebhookSecret => portcullis_events::dispatcher::secret_aad(
+                &WebhookId::from_stored(id.to_owned()),
                 &EnvId::from_stored(env.to_owned()),
-            )
-        } else if of_kind(ConnectionId::PREFIX) {
-            portcullis_server::admin::connection_secrets_aad(
-                &ConnectionId::from_stored(kid.to_owned()),
+            ),
+            Sealed::ConnectionSecrets => portcullis_server::admin::connection_secrets_aad(
+                &ConnectionId::from_stored(id.to_owned()),
                 env,
-            )
-        } else {
-            portcullis_server::keys::seal_aad(kid, env)
+            ),
         };
         let plain = old.open(&aad, sealed).map_err(|e| e.to_string())?;
         new.seal(&SystemRandom, &aad, &plain)

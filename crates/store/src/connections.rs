@@ -394,7 +394,7 @@ pub(crate) async fn reseal_connection_secrets(
         let id: String = r.try_get("id")?;
         let env: String = r.try_get("env_id")?;
         let sealed: Vec<u8> = r.try_get("secrets")?;
-        let resealed = reseal(&id, &env, &sealed)
+        let resealed = reseal(crate::Sealed::ConnectionSecrets, &id, &env, &sealed)
             .map_err(|e| StoreError::Corrupt(format!("secrets of connection {id}: {e}")))?;
         sqlx::query("UPDATE connections SET secrets = $2 WHERE id = $1")
             .bind(&id)

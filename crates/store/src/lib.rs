@@ -45,7 +45,7 @@ pub use grants::{Family, NewCode, Redeem, SessionRow};
 pub use log::{EventFilter, EventPage};
 pub use orgs::{NewOrganization, OrganizationPatch};
 pub use outbox::{AttemptOutcome, Lease, LeasedAttempt, Recorded};
-pub use signing::{NewSigningKey, Reseal, StoredSigningKey};
+pub use signing::{NewSigningKey, Reseal, Sealed, StoredSigningKey};
 pub use users::{UserPatch, user_json};
 pub use webhooks::{DeliveryFilter, ReplayFrom, webhook_json};
 

@@ -21,8 +21,19 @@ pub struct NewSigningKey {
     pub sealed_private: Vec<u8>,
 }
 
-/// Re-seals one key: (key ID, environment ID, sealed bytes) to new sealed bytes.
-pub type Reseal<'a> = dyn Fn(&str, &str, &[u8]) -> std::result::Result<Vec<u8>, String> + Sync + 'a;
+/// What a value sealed under the master key is: each kind is sealed under associated data of
+/// its own, which the caller of a master-key rotation builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealed {
+    SigningKey,
+    WebhookSecret,
+    ConnectionSecrets,
+}
+
+/// Re-seals one value: (its kind, its owner's ID, environment ID, sealed bytes) to new sealed
+/// bytes.
+pub type Reseal<'a> =
+    dyn Fn(Sealed, &str, &str, &[u8]) -> std::result::Result<Vec<u8>, String> + Sync + 'a;
 
 #[derive(Debug, Clone)]
 pub struct StoredSigningKey {
@@ -187,8 +198,7 @@ impl Store {
     /// key's ID, environment and sealed bytes and returns the new sealed bytes, or an error that
     /// aborts the whole rotation. `check` is the new master key's canary value. Webhook signing
     /// secrets and connection secrets are re-sealed in the same transaction, through the same
-    /// `reseal` (their IDs are `whk_…` and `conn_…`), so that nothing stays sealed under the old
-    /// key. Returns the number of signing keys.
+    /// `reseal`, so that nothing stays sealed under the old key. Returns the number of signing keys.
     pub async fn reseal_signing_keys(
         &self,
         actor: &str,
@@ -215,7 +225,7 @@ impl Store {
             let id: String = r.try_get("id")?;
             let env: String = r.try_get("env_id")?;
             let sealed: Vec<u8> = r.try_get("sealed_private")?;
-            let resealed = reseal(&id, &env, &sealed)
+            let resealed = reseal(Sealed::SigningKey, &id, &env, &sealed)
                 .map_err(|e| StoreError::Corrupt(format!("key {id}: {e}")))?;
             sqlx::query("UPDATE signing_keys SET sealed_private = $2 WHERE id = $1")
                 .bind(&id)

@@ -116,7 +116,8 @@ pub(crate) async fn reseal_webhook_secrets(
         let id: String = r.try_get("id")?;
         let env: String = r.try_get("env_id")?;
         let again = |sealed: &[u8]| {
-            reseal(&id, &env, sealed).map_err(|e| corrupt(format!("webhook secret of {id}: {e}")))
+            reseal(crate::Sealed::WebhookSecret, &id, &env, sealed)
+                .map_err(|e| corrupt(format!("webhook secret of {id}: {e}")))
         };
         let secret = again(&r.try_get::<Vec<u8>, _>("secret")?)?;
         let previous = r

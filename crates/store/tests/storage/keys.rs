@@ -8,7 +8,7 @@ use portcullis_core::ids::{ApiKeyId, ConnectionId, EnvId, SigningKeyId};
 use portcullis_core::model::{ApiKey, ApiKeyKind, KeyState, SigningKeyInfo};
 use portcullis_core::sso::{Connection, ConnectionState, ConnectionType};
 use portcullis_crypto::{MasterKey, SystemRandom, generate_secret, secret_digest};
-use portcullis_store::{NewApiKey, Reseal, StoreError};
+use portcullis_store::{NewApiKey, Reseal, Sealed, StoreError};
 use serde_json::json;
 
 use crate::support::{ACTOR, Bind, Db, T0, at, seal_aad};
@@ -250,7 +250,7 @@ pub async fn master_key_reseal_is_all_or_nothing(db: &Db) {
             .unwrap()
     };
     let (new_master, _) = MasterKey::generate(&SystemRandom);
-    let reseal_all = |kid: &str, env: &str, blob: &[u8]| -> Result<Vec<u8>, String> {
+    let reseal_all = |_: Sealed, kid: &str, env: &str, blob: &[u8]| -> Result<Vec<u8>, String> {
         let aad = seal_aad(kid, env);
         let der = db.master.open(&aad, blob).map_err(|e| e.to_string())?;
         new_master
@@ -258,19 +258,21 @@ pub async fn master_key_reseal_is_all_or_nothing(db: &Db) {
             .map_err(|e| e.to_string())
     };
     let calls = AtomicUsize::new(0);
-    let fail_second = |kid: &str, env: &str, blob: &[u8]| -> Result<Vec<u8>, String> {
-        if calls.fetch_add(1, Ordering::SeqCst) == 1 {
-            return Err("the HSM went away".into());
-        }
-        reseal_all(kid, env, blob)
-    };
+    let fail_second =
+        |kind: Sealed, kid: &str, env: &str, blob: &[u8]| -> Result<Vec<u8>, String> {
+            if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                return Err("the HSM went away".into());
+            }
+            reseal_all(kind, kid, env, blob)
+        };
     // Fails on the connection, after every signing key was re-sealed.
-    let fail_connection = |kid: &str, env: &str, blob: &[u8]| -> Result<Vec<u8>, String> {
-        if kid.starts_with("conn_") {
-            return Err("the connection's secrets do not open".into());
-        }
-        reseal_all(kid, env, blob)
-    };
+    let fail_connection =
+        |kind: Sealed, kid: &str, env: &str, blob: &[u8]| -> Result<Vec<u8>, String> {
+            if kind == Sealed::ConnectionSecrets {
+                return Err("the connection's secrets do not open".into());
+            }
+            reseal_all(kind, kid, env, blob)
+        };
     let check = ("master_key_check", "new-canary");
 
     let before = db.counts().await;
