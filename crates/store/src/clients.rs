@@ -2,8 +2,7 @@
 //! the end of its overlap window.
 
 use portcullis_core::Timestamp;
-use portcullis_core::audit::NewAudit;
-use portcullis_core::event::{EventType, NewEvent};
+use portcullis_core::event::EventType;
 use portcullis_core::ids::{ClientId, EnvId};
 use portcullis_core::oauth::{
     AuthMethod, Client, ClientKind, ExchangePolicy, GrantType, TokenLifetimes,
@@ -12,7 +11,6 @@ use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::log::{append_audit, append_event};
 use crate::{Conn, Result, Store, StoreError};
 
 const COLUMNS: &str = "id, env_id, name, kind, auth_method, redirect_uris, post_logout_redirect_uris, grant_types, \
@@ -208,23 +206,13 @@ impl Store {
     ) -> Result<Client> {
         write_client(&mut *tx, &c, true).await?;
         let data = client_json(&c);
-        append_event(
+        self.record_change(
             &mut *tx,
             &c.env_id,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::ClientCreated,
-                org_id: None,
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            c.env_id.as_str(),
-            now,
-            NewAudit::success(actor, "client.create", c.id.as_str(), data),
+            (EventType::ClientCreated, None),
+            (actor, "client.create", c.id.as_str()),
+            data,
         )
         .await?;
         Ok(c)
@@ -311,23 +299,13 @@ impl Store {
         };
         let mut data = client_json(&after);
         data["previous_attributes"] = crate::log::previous_attributes(&client_json(before), &data);
-        append_event(
+        self.record_change(
             &mut *tx,
             &after.env_id,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind,
-                org_id: None,
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            after.env_id.as_str(),
-            now,
-            NewAudit::success(actor, action, after.id.as_str(), data),
+            (kind, None),
+            (actor, action, after.id.as_str()),
+            data,
         )
         .await?;
         Ok(after)
@@ -370,23 +348,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let data = client_json(&c);
-        append_event(
+        self.record_change(
             &mut *tx,
             env,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::ClientDeleted,
-                org_id: None,
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            env.as_str(),
-            now,
-            NewAudit::success(actor, "client.delete", id.as_str(), data),
+            (EventType::ClientDeleted, None),
+            (actor, "client.delete", id.as_str()),
+            data,
         )
         .await?;
         Ok(())

@@ -8,15 +8,13 @@
 //! - a profile is keyed by (connection, IdP subject), never by email.
 
 use portcullis_core::Timestamp;
-use portcullis_core::audit::NewAudit;
-use portcullis_core::event::{EventType, NewEvent};
+use portcullis_core::event::EventType;
 use portcullis_core::ids::{ConnectionId, EnvId, OrgId, ProfileId};
 use portcullis_core::sso::{Connection, ConnectionState, ConnectionType, Profile};
 use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::log::{append_audit, append_event};
 use crate::{Conn, Result, Store, StoreError};
 
 const COLUMNS: &str =
@@ -98,23 +96,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let data = connection_json(&c);
-        append_event(
+        self.record_change(
             &mut *tx,
             &c.env_id,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::ConnectionCreated,
-                org_id: Some(c.org_id.clone()),
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            c.env_id.as_str(),
-            now,
-            NewAudit::success(actor, "connection.create", c.id.as_str(), data),
+            (EventType::ConnectionCreated, Some(c.org_id.clone())),
+            (actor, "connection.create", c.id.as_str()),
+            data,
         )
         .await?;
         // The row carries `now`, whatever times the caller set.
@@ -210,23 +198,13 @@ impl Store {
         data["previous_attributes"] =
             crate::log::previous_attributes(&connection_json(before), &data);
         data["change"] = detail;
-        append_event(
+        self.record_change(
             &mut *tx,
             &after.env_id,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind,
-                org_id: Some(after.org_id.clone()),
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            after.env_id.as_str(),
-            now,
-            NewAudit::success(actor, action, after.id.as_str(), data),
+            (kind, Some(after.org_id.clone())),
+            (actor, action, after.id.as_str()),
+            data,
         )
         .await?;
         Ok(Connection {

@@ -2,12 +2,10 @@
 //! crate owns its meaning.
 
 use portcullis_core::Timestamp;
-use portcullis_core::audit::NewAudit;
-use portcullis_core::event::{EventType, NewEvent};
+use portcullis_core::event::EventType;
 use portcullis_core::ids::EnvId;
 use sqlx::Row;
 
-use crate::log::{append_audit, append_event};
 use crate::{Conn, Result, Store, StoreError};
 
 /// A stored policy: version 0 and an empty document when none was ever set.
@@ -111,23 +109,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let data = serde_json::json!({ "version": version, "diff": diff });
-        append_event(
+        self.record_change(
             &mut *tx,
             env,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::EgressPolicyUpdated,
-                org_id: None,
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            env.as_str(),
-            now,
-            NewAudit::success(actor, "egress_policy.replace", env.as_str(), data),
+            (EventType::EgressPolicyUpdated, None),
+            (actor, "egress_policy.replace", env.as_str()),
+            data,
         )
         .await?;
         Ok(version)

@@ -1,15 +1,13 @@
 //! Environments: the deployment boundaries everything else belongs to.
 
 use portcullis_core::Timestamp;
-use portcullis_core::audit::NewAudit;
-use portcullis_core::event::{EventType, NewEvent};
+use portcullis_core::event::EventType;
 use portcullis_core::ids::{EnvId, PrefixedId};
 use portcullis_core::model::{EnvMode, Environment, KeyPolicy, SigningAlg};
 use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::log::{append_audit, append_event};
 use crate::signing::{NewSigningKey, insert_signing_key};
 use crate::{Result, Store, StoreError};
 
@@ -110,23 +108,13 @@ impl Store {
             updated_at: now,
         };
         let data = env_json(&env);
-        append_event(
+        self.record_change(
             &mut tx,
             &env.id,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::EnvironmentCreated,
-                org_id: None,
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut tx,
-            env.id.as_str(),
-            now,
-            NewAudit::success(actor, "environment.create", env.id.as_str(), data),
+            (EventType::EnvironmentCreated, None),
+            (actor, "environment.create", env.id.as_str()),
+            data,
         )
         .await?;
         tx.commit().await?;
@@ -218,23 +206,13 @@ impl Store {
         }
         let mut data = env_json(&after);
         data["previous_attributes"] = serde_json::Value::Object(previous);
-        append_event(
+        self.record_change(
             &mut tx,
             env,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::EnvironmentUpdated,
-                org_id: None,
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut tx,
-            env.as_str(),
-            now,
-            NewAudit::success(actor, "environment.update", env.as_str(), data),
+            (EventType::EnvironmentUpdated, None),
+            (actor, "environment.update", env.as_str()),
+            data,
         )
         .await?;
         tx.commit().await?;

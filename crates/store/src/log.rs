@@ -77,6 +77,36 @@ pub async fn append_event(
     Ok(event)
 }
 
+impl Store {
+    /// A change users can see: its event in `env`'s log and its audit record in `env`'s chain,
+    /// of the same data, in the caller's transaction.
+    pub(crate) async fn record_change(
+        &self,
+        conn: &mut Conn,
+        env: &EnvId,
+        now: Timestamp,
+        (kind, org_id): (portcullis_core::event::EventType, Option<OrgId>),
+        (actor, action, target): (&str, &str, &str),
+        data: serde_json::Value,
+    ) -> Result<()> {
+        let event = NewEvent {
+            id: self.new_id(now),
+            kind,
+            org_id,
+            data: data.clone(),
+        };
+        append_event(conn, env, now, event).await?;
+        append_audit(
+            conn,
+            env.as_str(),
+            now,
+            NewAudit::success(actor, action, target, data),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 /// Links a new record into `chain` and returns it.
 pub async fn append_audit(
     conn: &mut Conn,

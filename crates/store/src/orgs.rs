@@ -3,14 +3,12 @@
 //! collision into a message that names the owner).
 
 use portcullis_core::Timestamp;
-use portcullis_core::audit::NewAudit;
-use portcullis_core::event::{EventType, NewEvent};
+use portcullis_core::event::EventType;
 use portcullis_core::ids::{EnvId, OrgId};
 use portcullis_core::model::Organization;
 use serde_json::json;
 use sqlx::Row;
 
-use crate::log::{append_audit, append_event};
 use crate::{Conn, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -110,23 +108,13 @@ impl Store {
             updated_at: now,
         };
         let data = org_json(&org);
-        append_event(
+        self.record_change(
             &mut *tx,
             env,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::OrganizationCreated,
-                org_id: Some(org.id.clone()),
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            env.as_str(),
-            now,
-            NewAudit::success(actor, "organization.create", org.id.as_str(), data),
+            (EventType::OrganizationCreated, Some(org.id.clone())),
+            (actor, "organization.create", org.id.as_str()),
+            data,
         )
         .await?;
         Ok(org)
@@ -274,23 +262,13 @@ impl Store {
         }
         let mut data = org_json(&after);
         data["previous_attributes"] = serde_json::Value::Object(previous);
-        append_event(
+        self.record_change(
             &mut *tx,
             env,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::OrganizationUpdated,
-                org_id: Some(org.clone()),
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            env.as_str(),
-            now,
-            NewAudit::success(actor, "organization.update", org.as_str(), data),
+            (EventType::OrganizationUpdated, Some(org.clone())),
+            (actor, "organization.update", org.as_str()),
+            data,
         )
         .await?;
         Ok(after)
@@ -334,23 +312,13 @@ impl Store {
             return Err(StoreError::NotFound(format!("organization {org}")));
         }
         let data = org_json(&before);
-        append_event(
+        self.record_change(
             &mut *tx,
             env,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::OrganizationDeleted,
-                org_id: Some(org.clone()),
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            env.as_str(),
-            now,
-            NewAudit::success(actor, "organization.delete", org.as_str(), data),
+            (EventType::OrganizationDeleted, Some(org.clone())),
+            (actor, "organization.delete", org.as_str()),
+            data,
         )
         .await?;
         Ok(())

@@ -29,15 +29,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use portcullis_core::Timestamp;
-use portcullis_core::audit::NewAudit;
-use portcullis_core::event::{Event, EventType, NewEvent};
+use portcullis_core::event::{Event, EventType};
 use portcullis_core::ids::{DeliveryId, EnvId, EventId, IdGen, WebhookId};
 use portcullis_core::webhook::{Attempt, Delivery, WebhookEndpoint, filter_matches};
 use serde_json::{Value, json};
 use sqlx::Row;
 use tokio::sync::watch;
 
-use crate::log::{append_audit, append_event, event_from_row};
+use crate::log::event_from_row;
 use crate::webhooks::{
     DELIVERY_COLUMNS, ENDPOINT_COLUMNS, corrupt, delivery_from_row, endpoint_from_row,
 };
@@ -480,28 +479,17 @@ impl Store {
             "delivery_id": attempt.delivery_id, "status": attempt.status,
             "error": attempt.error,
         });
-        append_event(
+        self.record_change(
             tx,
             env,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind,
-                org_id: None,
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            tx,
-            env.as_str(),
-            now,
-            NewAudit::success(
+            (kind, None),
+            (
                 "system:webhook-dispatcher",
                 kind.as_str(),
                 endpoint.as_str(),
-                data,
             ),
+            data,
         )
         .await?;
         Ok(true)

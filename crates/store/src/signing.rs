@@ -2,14 +2,14 @@
 
 use portcullis_core::Timestamp;
 use portcullis_core::audit::{GLOBAL_CHAIN, NewAudit};
-use portcullis_core::event::{EventType, NewEvent};
+use portcullis_core::event::EventType;
 use portcullis_core::ids::{EnvId, SigningKeyId};
 use portcullis_core::model::{KeyState, SigningAlg, SigningKeyInfo};
 use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::log::{append_audit, append_event};
+use crate::log::append_audit;
 use crate::{Conn, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -172,23 +172,13 @@ impl Store {
         )
         .await?;
         let data = json!({ "activated": promoted, "retired": retired, "published": new_id });
-        append_event(
+        self.record_change(
             &mut *tx,
             env,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::SigningKeyRotated,
-                org_id: None,
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut *tx,
-            env.as_str(),
-            now,
-            NewAudit::success(actor, "signing_key.rotate", env.as_str(), data),
+            (EventType::SigningKeyRotated, None),
+            (actor, "signing_key.rotate", env.as_str()),
+            data,
         )
         .await?;
         Ok(())

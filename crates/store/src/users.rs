@@ -2,15 +2,13 @@
 //! leaves this module except to the verifier.
 
 use portcullis_core::Timestamp;
-use portcullis_core::audit::NewAudit;
-use portcullis_core::event::{EventType, NewEvent};
+use portcullis_core::event::EventType;
 use portcullis_core::ids::{EnvId, OrgId, UserId};
 use portcullis_core::oauth::User;
 use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::log::{append_audit, append_event};
 use crate::{Result, Store, StoreError};
 
 const COLUMNS: &str =
@@ -85,23 +83,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let data = user_json(&user);
-        append_event(
+        self.record_change(
             &mut tx,
             &user.env_id,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::UserCreated,
-                org_id: Some(user.org_id.clone()),
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut tx,
-            user.env_id.as_str(),
-            now,
-            NewAudit::success(actor, "user.create", user.id.as_str(), data),
+            (EventType::UserCreated, Some(user.org_id.clone())),
+            (actor, "user.create", user.id.as_str()),
+            data,
         )
         .await?;
         tx.commit().await?;
@@ -197,23 +185,13 @@ impl Store {
         let mut data = user_json(&after);
         data["previous_attributes"] = crate::log::previous_attributes(&user_json(&before), &data);
         data["password_reset"] = json!(patch.password_hash.is_some());
-        append_event(
+        self.record_change(
             &mut tx,
             env,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind: EventType::UserUpdated,
-                org_id: Some(after.org_id.clone()),
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            &mut tx,
-            env.as_str(),
-            now,
-            NewAudit::success(actor, "user.update", id.as_str(), data),
+            (EventType::UserUpdated, Some(after.org_id.clone())),
+            (actor, "user.update", id.as_str()),
+            data,
         )
         .await?;
         tx.commit().await?;

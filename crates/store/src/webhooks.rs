@@ -6,14 +6,14 @@
 
 use portcullis_core::Timestamp;
 use portcullis_core::audit::NewAudit;
-use portcullis_core::event::{EventType, NewEvent};
+use portcullis_core::event::EventType;
 use portcullis_core::ids::{DeliveryId, EnvId, EventId, WebhookId};
 use portcullis_core::webhook::{Attempt, Delivery, DeliveryState, EndpointState, WebhookEndpoint};
 use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::log::{append_audit, append_event};
+use crate::log::append_audit;
 use crate::{Conn, Result, Store, StoreError};
 
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, env_id, url, description, event_types, headers, disabled_at, \
@@ -163,23 +163,13 @@ impl Store {
         (kind, action): (EventType, &str),
         data: Value,
     ) -> Result<()> {
-        append_event(
+        self.record_change(
             tx,
             &e.env_id,
             now,
-            NewEvent {
-                id: self.new_id(now),
-                kind,
-                org_id: None,
-                data: data.clone(),
-            },
-        )
-        .await?;
-        append_audit(
-            tx,
-            e.env_id.as_str(),
-            now,
-            NewAudit::success(actor, action, e.id.as_str(), data),
+            (kind, None),
+            (actor, action, e.id.as_str()),
+            data,
         )
         .await?;
         Ok(())
