@@ -374,16 +374,17 @@ impl Client {
         self.finish(req).await
     }
 
-    /// A request whose body is a file as it is (a configuration, a bundle).
-    async fn call_bytes(
+    /// A request whose body is a file as it is (a configuration, a bundle, PEM, SAML metadata).
+    async fn raw(
         &self,
+        method: reqwest::Method,
         path: &str,
         content_type: &str,
-        body: Vec<u8>,
+        body: impl Into<reqwest::Body>,
     ) -> Result<Value, Failure> {
         let req = self
             .http
-            .post(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.key)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);

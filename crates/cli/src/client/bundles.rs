@@ -145,7 +145,8 @@ pub async fn plan(conn: &Conn, env: &str, file: &Path, apply: bool) -> Out {
     let body = read(file)?;
     let what = if apply { "apply" } else { "plan" };
     let v = c
-        .call_bytes(
+        .raw(
+            reqwest::Method::POST,
             &format!("/environments/{}/config/{what}", enc(env)),
             "application/toml",
             body,
@@ -200,7 +201,8 @@ pub async fn run(conn: &Conn, cmd: BundleCmd) -> Out {
             let c = Client::new(conn)?;
             let env = env.unwrap_or_default();
             refusal_is_1(
-                c.call_bytes(
+                c.raw(
+                    reqwest::Method::POST,
                     &format!("/environments/{}/bundles/verify", enc(&env)),
                     "application/octet-stream",
                     read(&file)?,
@@ -222,7 +224,8 @@ pub async fn run(conn: &Conn, cmd: BundleCmd) -> Out {
         BundleCmd::Apply { file, env } => {
             let c = Client::new(conn)?;
             refusal_is_1(
-                c.call_bytes(
+                c.raw(
+                    reqwest::Method::POST,
                     &format!("/environments/{}/bundles/apply", enc(&env)),
                     "application/octet-stream",
                     read(&file)?,
@@ -390,7 +393,8 @@ async fn trust(conn: &Conn, cmd: TrustCmd) -> Out {
         }
         TrustCmd::Add { env, file } => {
             let v = c
-                .call_bytes(
+                .raw(
+                    reqwest::Method::POST,
                     &format!("/environments/{}/bundle-publishers", enc(&env)),
                     "application/json",
                     read(&file)?,
